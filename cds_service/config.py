@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 ENV_PREFIX = "CDS_"
@@ -74,8 +74,8 @@ def parse_instant(value: str, name: str = "EVALUATION_TIME") -> datetime:
     except (ValueError, AttributeError):
         raise ConfigError(f"{name} must be an ISO 8601 instant, not {value!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def _coerce(key: Key, value: Any) -> Any:
@@ -113,7 +113,7 @@ def _coerce(key: Key, value: Any) -> Any:
             return dict(value)
         if kind == "instant":
             if isinstance(value, datetime):
-                return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+                return value if value.tzinfo else value.replace(tzinfo=UTC)
             return parse_instant(str(value), key.name)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

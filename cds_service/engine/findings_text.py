@@ -1,0 +1,680 @@
+"""Imaging findings that have no standard code, recognised in free text.
+
+``terminology.md`` §8 records that no SNOMED CT or RadLex code was found for a
+fluid collection, rim/peripheral enhancement or compression of the cord, cauda
+equina or a nerve root, and a recurrent herniation is usually only written in
+a report. ``rules.md`` ("Reading the record") therefore has the service read
+``code.text``, ``valueString``, ``valueCodeableConcept.text``,
+``DiagnosticReport.conclusion`` and ``Condition.code.text`` by phrase, with
+negation and uncertainty handled. This module does that and nothing else: it
+is pure (text in, findings out) and knows nothing of FHIR.
+
+Why our own code and not medspaCy's ConText
+-------------------------------------------
+medspaCy (PyPI ``medspacy`` 1.3.1) installs offline from the registry, but it
+brings spaCy 3.8 with thinc, blis, numpy, pydantic, srsly, cymem, preshed and
+PyRuSH -- well over 100 MB installed -- for four concepts, and each call runs
+a spaCy tokenizer, sentence splitter, matcher and ConText pass over a ``Doc``.
+Measured in a throw-away virtualenv (see the report of the change that added
+this module) that costs hundreds of microseconds to milliseconds per short
+report, whereas the service has a p99 budget of a few milliseconds for about
+ten report texts per request. Its default ConText rules would also have to be
+extended with the same target phrases and spine-specific pseudo-triggers as
+here. So this is a small implementation in the spirit of NegEx / ConText
+(Chapman et al. 2001; Harkema et al. 2009), built only on ``re`` with every
+pattern compiled at import:
+
+* **Targets** -- phrases for the four concepts in :data:`CONCEPTS`, tolerant
+  of case, hyphens, plurals and British spelling.
+* **Triggers** -- negation, uncertainty, resolution/history and affirmation
+  phrases, each looking forward (pre), backward (post) or both, with a word
+  window; **pseudo-triggers** that contain a trigger word but are not one
+  ("no interval change", "without and with contrast", "partially resolved");
+  **terminators** ("but", "however", "although", "though", "yet", "except",
+  "aside from", "which", ";") and sentence boundaries that end a scope.
+* **Scope** -- a pre-trigger reaches the nearest target after it within its
+  window, and then further targets joined to it as a list ("no abscess,
+  haematoma or seroma"); a post-trigger does the same backwards. A scope
+  ends at a terminator, a sentence boundary, or another trigger (the nearest
+  trigger wins). A forward list does not continue across an indefinite
+  article ("no abscess and a small seroma"), nor across "by" ("no compression
+  of the thecal sac by the collection").
+
+Status decisions
+----------------
+* ``negated`` -- no, not, without, nor, negative for, free of, absence of, no
+  evidence / sign / findings of, not seen / identified / visualised, absent,
+  ruled out, unlikely, "not consistent with".
+* ``uncertain`` -- possible, probable, probably, questionable, equivocal,
+  suspected, suspicious for, **concerning for** and worrisome for (they voice
+  a suspicion, not a diagnosis, so uncertain -- and uncertain still counts by
+  default in :func:`present_concepts`), suggestive of, may / might / could
+  represent, **cannot exclude / cannot be excluded / not excluded** (a
+  finding the radiologist cannot rule out is not asserted), less likely, rule
+  out / evaluate for (an indication's question), "versus" (except between two
+  words for the same concept: "seroma versus abscess" is still a collection),
+  and a question mark ("?abscess", "abscess?").
+* ``present`` -- anything else, including **"likely" / "most likely"**,
+  "consistent with", "compatible with", "in keeping with", "presumed" and
+  "favoured": radiologists use "likely" for their working diagnosis
+  (Panicek & Hricak's certainty scale puts it with the diagnoses acted on),
+  so it is an assertion. "probable" and "probably" stay uncertain. Smaller,
+  decreasing, unchanged, "resolving" and "partially / nearly resolved"
+  findings are present (the finding is still there).
+* ``resolved`` -- resolved, has resolved, resolution of, interval resolution,
+  no longer seen / visualised / present, disappeared, and historical mentions
+  ("history of disc herniation", "s/p discectomy for disc herniation",
+  "following drainage of the abscess"): not a current finding.
+
+"non-enhancing" / "nonenhancing" / "does not enhance" negate
+rim-enhancement only, so "non-enhancing fluid collection" is a present
+collection without enhancement. "enhancing collection" / "enhancing fluid"
+assert both a collection and rim enhancement. A bare "enhancement" (of a
+nerve root, of scar) is not rim enhancement; it is reported only when negated
+("collection without enhancement").
+
+Known limits (deliberately unsupported)
+---------------------------------------
+* A list continued after a negation by a comma alone is read as a list: "no
+  abscess, small seroma" negates the seroma (write "but", ";" or a new
+  sentence). Likewise "herniation at L4-5, seroma not seen" negates both.
+* "abutting" / "contacting" a nerve root is not compression (disc
+  nomenclature keeps them apart) and is not matched; nor are phlegmon,
+  granulation tissue, epidural fibrosis, a disc bulge, foraminal or canal
+  stenosis without a compression word, or bare "extrusion" / "protrusion"
+  without a disc or location word (they are used for cement and screws).
+* Enhancement described in a different sentence from the collection
+  ("Collection. Its wall enhances.") is matched only if the second sentence
+  names a rim / peripheral / wall enhancement itself.
+* Double negation ("not without"), hedges spread over several sentences, and
+  temporal reasoning beyond the trigger words are out of scope.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["CONCEPTS", "TextFinding", "find_findings", "present_concepts"]
+
+CONCEPTS = ("fluid-collection", "rim-enhancement", "neural-compression", "disc-herniation")
+
+_PRESENT = "present"
+_NEGATED = "negated"
+_UNCERTAIN = "uncertain"
+_RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class TextFinding:
+    concept: str  # one of CONCEPTS
+    status: str  # "present" | "negated" | "uncertain" | "resolved"
+    phrase: str  # the matched target text as it appears
+    start: int  # offset in the input text
+    end: int
+
+
+# ---------------------------------------------------------------------------
+# Pattern building blocks. A literal space in a pattern given to _rx() matches
+# any run of whitespace or hyphens ("fluid-collection", "post operative").
+# ---------------------------------------------------------------------------
+
+_SEP = r"[\s\-]+"
+_W = r"(?:[\w'/]+(?:-[\w'/]+)*\s+)"  # one word of a gap, with its trailing space
+
+
+def _rx(pattern: str) -> str:
+    return pattern.replace(" ", _SEP)
+
+
+_COLL = (
+    r"(?:(?:fluid|csf|cerebrospinal fluid|serous) (?:collections?|pockets?|accumulations?|"
+    r"loculations?)|loculated fluid|collections?|seromas?|pseudo-?meningoceles?|"
+    r"h(?:a)?ematomas?|abscess(?:es)?|empyemas?|fluid)"
+)
+
+_FLUID_COLLECTION = (
+    r"(?:(?:post-?operative|postop|post-?surgical) )?"
+    r"(?:(?:fluid|csf|cerebrospinal fluid|serous) (?:collections?|pockets?|accumulations?|"
+    r"loculations?)|(?:multi)?loculated (?:fluid|collections?)|fluid-filled (?:cavity|pocket)|"
+    r"collections?|seromas?|pseudo-?meningoceles?|h(?:a)?ematomas?|abscess(?:es)?|empyemas?)\b"
+)
+
+_RIM_ADJ = r"(?:peripheral(?:ly)?|rim|ring|wall|marginal|circumferential|capsular|surrounding)"
+_RIM_ENHANCEMENT = (
+    r"(?:"
+    # forced negative: enhancement denied by the word itself
+    r"(?P<neg>non-?enhancing|(?:does|do|did) not enhance)"
+    # "collection with (thin) peripheral enhancement", "collection ... enhances"
+    rf"|{_COLL} {_W}{{0,5}}?(?:with|demonstrating|showing|exhibiting|having|has|shows|"
+    rf"demonstrates) {_W}{{0,3}}?enhancement"
+    rf"|{_COLL} {_W}{{0,3}}?enhances"
+    # "rim enhancement", "ring-enhancing", "peripherally enhancing", "wall enhances"
+    rf"|{_RIM_ADJ} enhanc(?:ement|ing|es)"
+    r"|enhanc(?:es|ing) peripherally"
+    r"|enhancing (?:rim|wall|walls|margins?|capsule|periphery)"
+    r"|rim of (?:[\w-]+ )?enhancement"
+    # "enhancing (fluid) collection" -> both concepts
+    rf"|enhancing {_W}{{0,2}}?{_COLL}"
+    # "enhancement around the collection" (the collection itself is a separate target)
+    rf"|enhancement(?= (?:around|surrounding|encircling|about|along|of|at|within) "
+    rf"(?:the |this |that |a |an )?{_W}{{0,3}}?{_COLL})"
+    r")\b"
+)
+# A bare "enhancement": only reported when negated ("without enhancement").
+_BARE_ENHANCEMENT = r"enhanc(?:ement|ing)\b"
+
+_NEURAL = (
+    r"(?:thecal sac|dural sac|dural tube|dura|spinal cord|cord|conus medullaris|conus|"
+    r"cauda equina|nerve roots?|roots?|nerves?|neural elements|neural structures)"
+)
+_COMP_NOUN = (
+    r"(?:compression|effacement|displacement|impingement|deformity|deformation|indentation|"
+    r"distortion|encroachment|mass effect|compressive effect|compromise)"
+)
+_COMP_VERB = (
+    r"(?:compress(?:es|ed|ing)?|effac(?:es|ed|ing|e)|displac(?:es|ed|ing|e)|"
+    r"imping(?:es|ed|ing|e)(?: up)?(?: on)?|deform(?:s|ed|ing)?|indent(?:s|ed|ing)?|"
+    r"encroach(?:es|ed|ing)?(?: up)?(?: on)?|distort(?:s|ed|ing)?)"
+)
+_NEURAL_COMPRESSION = (
+    r"(?:"
+    rf"{_COMP_NOUN} (?:of|on|upon|onto|to|involving) {_W}{{0,5}}?{_NEURAL}"
+    rf"|{_COMP_VERB} {_W}{{0,5}}?{_NEURAL}"
+    rf"|{_NEURAL} (?:compression|effacement|impingement|displacement|deformity|compromise)"
+    rf"|{_NEURAL} {_W}{{0,3}}?(?:is|are|appears?|was|were|being) {_W}{{0,2}}?"
+    r"(?:compressed|effaced|displaced|impinged|deformed|indented|distorted)"
+    r")\b"
+)
+
+_NOT_HARDWARE = r"(?!(?:screws?|hardware|cement|pedicle|implants?|cages?|grafts?|rods?)\b)"
+_DISC_HERNIATION = (
+    r"(?:"
+    r"(?:(?:recurrent|residual|persistent|new) )?"
+    r"dis[ck]s? (?:[\w-]+ ){0,2}?(?:herniations?|extrusions?|protrusions?|prolapses?|"
+    r"sequestrations?|fragments?)"
+    r"|(?:re-?)?herniated (?:[\w-]+ ){0,2}?(?:dis[ck]s?|nucleus pulposus|fragments?|material)"
+    r"|(?:extruded|protruding|protruded|prolapsed|sequestered|migrated) (?:[\w-]+ ){0,2}?"
+    r"(?:dis[ck]s?|fragments?|material)"
+    r"|re-?herniations?"
+    r"|recurrent (?:[\w-]+ ){0,2}?herniations?"
+    r"|herniations?(?! (?:of|into) (?:the )?(?:nerve |roots?|cord|fat|fluid|arachnoid|dura|bowel))"
+    r"|hnps?"
+    r"|(?:central|paracentral|foraminal|extraforaminal|far lateral|subarticular|broad-based|"
+    rf"focal|posterior|left|right|large|small|moderate) {_NOT_HARDWARE}(?:[\w-]+ ){{0,2}}?"
+    r"(?:extrusions?|protrusions?)"
+    r"|dis[ck]s? (?:[\w-]+ ){0,2}?(?:is|are) (?:[\w-]+ )?herniated"
+    r")\b"
+)
+
+# The text is lower-cased once, so the patterns are lower case and compiled
+# without re.I. Each pattern is tried only where a word that can begin it
+# starts: its lead words, each a whole word or, ending in "*", a stem.
+_COLL_LEADS = (
+    "fluid* csf cerebrospinal serous loculated collection* seroma* pseudomeningocele* pseudo "
+    "hematoma* haematoma* abscess* empyema*"
+)
+_TARGET_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("fluid-collection", _FLUID_COLLECTION,
+     f"post* multiloculated {_COLL_LEADS}"),
+    ("rim-enhancement", _RIM_ENHANCEMENT,
+     f"non nonenhancing does do did peripheral* rim ring wall marginal circumferential "
+     f"capsular surrounding enhanc* {_COLL_LEADS}"),
+    ("neural-compression", _NEURAL_COMPRESSION,
+     "compress* compromise effac* displac* imping* deform* indent* distort* encroach* mass "
+     "thecal dural dura spinal cord conus cauda nerve nerves root roots neural"),
+    ("disc-herniation", _DISC_HERNIATION,
+     "recurrent residual persistent new disc* disk* herniat* reherniat* re extrud* protru* "
+     "prolaps* sequest* migrated hnp hnps central paracentral foraminal extraforaminal far "
+     "subarticular broad focal posterior left right large small moderate"),
+)
+
+_NEG, _UNC, _RES, _AFF = "NEG", "UNC", "RES", "AFF"
+_PSEUDO, _TERM, _TERMW, _BOUND, _VS = "PSEUDO", "TERM", "TERMW", "BOUND", "VS"
+
+_SEEN = (
+    r"(?:seen|identified|visuali[sz]ed|demonstrated|appreciated|evident|present|detected|"
+    r"noted|apparent|visible|shown|observed)"
+)
+_HEDGE_ADV = r"(?:definitely|clearly|convincingly|definitively|well|significantly)"
+_CHANGE = (
+    r"(?:changes?|increase|enlargement|progression|growth|worsening|difference|decrease|"
+    r"interval change)"
+)
+_CHANGE_ADJ = (
+    r"(?:significant|interval|appreciable|substantial|definite|further|marked|major|"
+    r"apparent|measurable|new|notable|real|considerable|other)"
+)
+
+# Triggers: (lead words, pattern, category, forward window, backward window).
+# A window is the most words allowed between the trigger and the nearest
+# target; -1: the trigger does not look that way. "?" and ";" and sentence
+# boundaries are found by _punctuation().
+_TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
+    # --- pseudo-triggers: look like triggers, are not -----------------------
+    ("no", rf"no (?:{_CHANGE_ADJ} ){{0,3}}{_CHANGE}", _PSEUDO, -1, -1),
+    ("without", rf"without (?:{_CHANGE_ADJ} ){{0,3}}{_CHANGE}", _PSEUDO, -1, -1),
+    ("not", r"not (?:significantly )?(?:changed|increased|enlarged|grown)|not only",
+     _PSEUDO, -1, -1),
+    ("with without", r"with(?:out)? (?:and|or|&) with(?:out)?", _PSEUDO, -1, -1),
+    ("w/o w/ w/wo", r"w/o (?:and|&) w/|w/ (?:and|&) w/o|w/wo|w/w/o", _PSEUDO, -1, -1),
+    ("without w/o",
+     r"(?:without|w/o) (?:iv |intravenous |gadolinium |iodinated )?(?:contrast|gadolinium)",
+     _PSEUDO, -1, -1),
+    ("partial partially incomplete incompletely near nearly almost not",
+     r"(?:partial(?:ly)?|incomplete(?:ly)?|near(?:ly)? complete(?:ly)?|almost(?: complete(?:ly)?)?"
+     r"|not (?:yet )?(?:completely |fully |entirely )?)"
+     r"resol(?:ved|ution|ving)", _PSEUDO, -1, -1),
+    ("resolving", r"resolving", _PSEUDO, -1, -1),
+    # --- negation ----------------------------------------------------------
+    ("no", r"no (?:[\w-]+ ){0,2}?(?:evidence|findings?|signs?) (?:of|for|to suggest|suggesting|"
+     r"suggestive of|consistent with|compatible with|in keeping with)", _NEG, 6, -1),
+    ("not", r"not (?:consistent|compatible) with|not likely", _NEG, 6, -1),
+    ("negative free absence no not without w/o nor neither",
+     r"negative for|free of|absence of|no(?! longer)|not|without|w/o|nor|neither", _NEG, 5, -1),
+    ("not", rf"not (?:{_HEDGE_ADV} )?{_SEEN}", _NEG, -1, 4),
+    ("absent excluded ruled", r"absent|excluded|ruled out", _NEG, -1, 4),
+    ("unlikely", r"unlikely", _NEG, 4, 4),
+    # --- uncertainty -------------------------------------------------------
+    ("cannot can can't can’t could is are not",
+     r"(?:cannot|can not|can't|could not) (?:be )?(?:entirely |completely |definitely )?"
+     r"(?:excluded|ruled out)|not (?:entirely |completely )?(?:excluded|ruled out)"
+     r"|(?:is|are) difficult to exclude|(?:is|are) (?:also )?(?:possible|questioned|considered)",
+     _UNC, -1, 4),
+    ("cannot can can't can’t could difficult",
+     r"(?:cannot|can not|can't|could not) (?:entirely |completely |definitely )?"
+     r"(?:exclude|rule out)|difficult to exclude", _UNC, 6, -1),
+    ("may might could possibly probably",
+     r"(?:may|might|could|possibly|probably) (?:be |also )?(?:consistent|compatible) with",
+     _UNC, 6, -1),
+    ("may might could possible possibly possibility probable probably questionable "
+     "questionably question equivocal indeterminate suspicious suspicion suspect concerning "
+     "worrisome suggestive suggesting less differential rule to r/o evaluate evaluation assess "
+     "assessment",
+     r"(?:may|might|could) (?:also )?(?:represent|be|reflect|indicate|relate to)"
+     r"|possible|possibly|possibility of|probable|probably|questionable|questionably"
+     r"|question of|equivocal(?: for)?|indeterminate(?: for)?|suspicious (?:for|of)"
+     r"|suspicion (?:for|of)|suspect|concerning for|worrisome for|suggestive of|suggesting"
+     r"|less likely|differential (?:diagnosis )?(?:includes?|considerations? include|of)"
+     r"|rule out|to exclude|to rule out|r/o|evaluate for|evaluation for|assess for"
+     r"|assessment for", _UNC, 6, -1),
+    ("suspected", r"suspected", _UNC, 6, 4),
+    ("versus vs", r"versus|vs\.?", _VS, 3, 3),
+    # --- resolution / history ------------------------------------------------
+    ("there no", r"(?:there (?:is|are) )?no longer", _RES, 6, -1),
+    ("no", rf"no longer {_SEEN}", _RES, -1, 8),
+    ("interval complete total full resolution history h/o",
+     r"(?:(?:interval|complete|total|full) )?resolution of|history of|h/o", _RES, 6, -1),
+    ("since now completely entirely fully resolved disappeared is are",
+     r"(?:since |now |completely |entirely |fully )?"
+     r"(?:resolved|disappeared)(?: in the interval)?|(?:is|are) gone", _RES, 2, 8),
+    ("status s/p after following prior previous",
+     r"(?:status post|s/p|after|following|prior|previous) (?:[\w-]+ ){0,3}?"
+     r"(?:evacuation|drainage|aspiration|excision|removal|resection|(?:micro)?discectomy|"
+     r"surgery|decompression|laminectomy|hemilaminectomy|laminotomy) (?:of|for)", _RES, 4, -1),
+    # --- affirmation: asserted, and ends any scope before it ---------------
+    ("most very highly likely consistent compatible in diagnostic presumed presumably "
+     "favored favoured there",
+     r"(?:most |very |highly )?likely|consistent with|compatible with|in keeping with"
+     r"|diagnostic of|presumed|presumably|favou?red|there (?:is|are|was|were|has been|have been)",
+     _AFF, 6, -1),
+    # --- terminators -----------------------------------------------------------
+    ("but however although though yet whereas except aside apart other with nevertheless "
+     "nonetheless instead otherwise",
+     r"but|however|although|though|yet|whereas|except(?: for)?|aside from|apart from"
+     r"|other than|with the exception of|nevertheless|nonetheless|instead|otherwise",
+     _TERM, -1, -1),
+    ("which", r"which", _TERMW, -1, -1),
+)
+
+# Words for dispatch: every ASCII punctuation mark but "'" becomes a space, so
+# str.split() gives the words ("non-enhancing" -> "non", "enhancing"; "w/o" ->
+# "w", "o").
+_WORD_SPLIT = str.maketrans({c: " " for c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~"})
+_PUNCT_RE = re.compile(r"[.!?;:\n]")
+_LIST_ITEM_RE = re.compile(r"[^\S\n]*(?:[-*\u2022]|\d+[.)])[^\S\n]")
+_ABBREVIATIONS = ("vs", "approx", "e.g", "i.e", "cf", "dr", "fig", "ca", "st")
+
+
+def _lead(lead: str) -> str:
+    """The dispatch word of a lead: its first word as split from the text."""
+    return lead.translate(_WORD_SPLIT).split()[0]
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """Split a pattern at its top-level ``|``."""
+    parts, depth, last, i = [], 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[last:i])
+            last = i + 1
+        i += 1
+    parts.append(pattern[last:])
+    return parts
+
+
+def _anchored(pattern: str) -> re.Pattern[str]:
+    """A pattern tried at a word start, ending at a word end; longer alternatives first
+    (Python takes the first alternative that matches, not the longest)."""
+    alts = sorted(_alternatives(pattern), key=len, reverse=True)
+    return re.compile("(?:" + "|".join(_rx(a) for a in alts) + r")(?!\w)")
+
+
+class _Entry:
+    __slots__ = ("order", "kind", "regex", "cat", "fwd", "bwd")
+
+    def __init__(self, order: int, kind: str, regex: re.Pattern[str], cat: str,
+                 fwd: int, bwd: int) -> None:
+        self.order = order
+        self.kind = kind  # a concept, or "trigger"
+        self.regex = regex
+        self.cat = cat
+        self.fwd = fwd
+        self.bwd = bwd
+
+
+def _build_dispatch() -> tuple[dict[str, list[_Entry]], list[tuple[str, _Entry]], list[_Entry]]:
+    entries: list[tuple[str, _Entry]] = []
+    for concept, pattern, leads in _TARGET_TABLE:
+        # the target alternations are ordered by hand: compiled as they are
+        regex = re.compile(_rx(pattern) + r"(?!\w)")
+        entries.append((leads, _Entry(len(entries), concept, regex, "", -1, -1)))
+    for leads, pattern, cat, fwd, bwd in _TRIGGER_TABLE:
+        entries.append((leads, _Entry(len(entries), "trigger", _anchored(pattern), cat, fwd, bwd)))
+    exact: dict[str, list[_Entry]] = {}
+    stems: list[tuple[str, _Entry]] = []
+    for leads, entry in entries:
+        for lead in leads.split():
+            if lead.endswith("*"):
+                stems.append((lead[:-1], entry))
+            else:
+                exact.setdefault(_lead(lead), []).append(entry)
+    return exact, stems, [e for _, e in entries]
+
+
+_EXACT, _STEMS, _ALL_ENTRIES = _build_dispatch()
+_CACHE: dict[str, tuple[_Entry, ...]] = {}
+_CACHE_MAX = 50_000
+
+
+def _entries_for(word: str) -> tuple[_Entry, ...]:
+    """The patterns that can begin at ``word`` (memoised: report vocabulary is small)."""
+    found = _CACHE.get(word)
+    if found is None:
+        hits = {e.order: e for e in _EXACT.get(word, ())}
+        hits.update((e.order, e) for stem, e in _STEMS if word.startswith(stem))
+        found = tuple(hits[k] for k in sorted(hits))
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.clear()
+        _CACHE[word] = found
+    return found
+
+
+_BARE_ENH_RE = re.compile(_BARE_ENHANCEMENT)
+
+_WORD_RE = re.compile(r"[^\W_]+")
+_FWD_CHAIN_OK = re.compile(r",|/|&|\b(?:and|or|nor|with|causing|producing|resulting in)\b")
+_BWD_CHAIN_OK = re.compile(r",|/|&|\b(?:and|or|nor)\b")
+_FWD_CHAIN_BREAK = re.compile(r"\b(?:a|an|by)\b")
+_FIRST_GAP_BREAK = re.compile(r"[,;]|\bby\b")
+
+_RANK = {_RESOLVED: 3, _NEGATED: 2, _UNCERTAIN: 1, _PRESENT: 0}
+_CAT_STATUS = {_NEG: _NEGATED, _UNC: _UNCERTAIN, _RES: _RESOLVED, _AFF: _PRESENT, _VS: _UNCERTAIN}
+_FWD_BLOCKERS = frozenset({_NEG, _UNC, _RES, _AFF, _PSEUDO, _TERM, _TERMW, _BOUND, _VS})
+_BWD_BLOCKERS = frozenset({_TERM, _BOUND})
+
+
+class _Target:
+    __slots__ = ("concept", "start", "end", "forced", "weak", "pre", "post", "inner")
+
+    def __init__(self, concept: str, start: int, end: int, forced: bool, weak: bool) -> None:
+        self.concept = concept
+        self.start = start
+        self.end = end
+        self.forced = forced
+        self.weak = weak
+        self.pre: str | None = None
+        self.post: str | None = None
+        self.inner: str | None = None
+
+
+class _Trig:
+    __slots__ = ("cat", "start", "end", "fwd", "bwd")
+
+    def __init__(self, cat: str, start: int, end: int, fwd: int, bwd: int) -> None:
+        self.cat = cat
+        self.start = start
+        self.end = end
+        self.fwd = fwd
+        self.bwd = bwd
+
+
+def _lower(text: str) -> str:
+    low = text.lower()
+    if len(low) != len(text):  # a few characters lower-case to two: keep offsets
+        low = "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return low
+
+
+def _scan(low: str, exhaustive: bool = False) -> tuple[list[_Target], list[_Trig]]:
+    """Targets and word triggers, each tried only at the words that can begin it.
+
+    ``exhaustive`` tries every entry at every word (the reference the tests use
+    to check the lead words).
+    """
+    targets: list[_Target] = []
+    trigs: list[_Trig] = []
+    reach: dict[str, int] = {}
+    trig_reach = 0
+    words = low.translate(_WORD_SPLIT)
+    pos = 0
+    for word in words.split():
+        pos = words.find(word, pos)
+        entries = _ALL_ENTRIES if exhaustive else _entries_for(word)
+        if not entries:
+            pos += len(word)
+            continue
+        best: re.Match[str] | None = None
+        best_entry: _Entry | None = None
+        for entry in entries:
+            if entry.kind == "trigger":
+                if pos < trig_reach:
+                    continue
+                m = entry.regex.match(low, pos)
+                if m and (best is None or m.end() > best.end()):
+                    best, best_entry = m, entry
+            elif pos >= reach.get(entry.kind, 0):
+                m = entry.regex.match(low, pos)
+                if m:
+                    forced = entry.kind == "rim-enhancement" and m.group("neg") is not None
+                    targets.append(_Target(entry.kind, pos, m.end(), forced, False))
+                    reach[entry.kind] = m.end()
+        if best is not None and best_entry is not None:
+            trigs.append(_Trig(best_entry.cat, pos, best.end(), best_entry.fwd, best_entry.bwd))
+            trig_reach = best.end()
+        pos += len(word)
+    return targets, trigs
+
+
+def _punctuation(low: str, trigs: list[_Trig]) -> None:
+    """Sentence boundaries, ";" and "?" (a question about the word next to it)."""
+    n = len(low)
+    for m in _PUNCT_RE.finditer(low):
+        i = m.start()
+        c = low[i]
+        nxt = low[i + 1] if i + 1 < n else " "
+        if c == ";":
+            trigs.append(_Trig(_TERM, i, i + 1, -1, -1))
+        elif c == "\n":
+            rest = _LIST_ITEM_RE.match(low, i + 1)
+            if rest or low[i + 1 : i + 2] == "\n" or low[max(0, i - 1) : i] == ":":
+                trigs.append(_Trig(_BOUND, i, i + 1, -1, -1))
+        elif c == ":":
+            continue
+        else:
+            if c == "?":
+                if nxt.isalpha():
+                    trigs.append(_Trig(_UNC, i, i + 1, 0, -1))
+                j = i - 1 if i and low[i - 1] != " " else i - 2
+                if j >= 0 and low[j].isalnum():
+                    trigs.append(_Trig(_UNC, i, i + 1, -1, 0))
+            if nxt.isspace() or i + 1 == n:
+                if c == "." and low[max(0, i - 6) : i].rsplit(" ", 1)[-1] in _ABBREVIATIONS:
+                    continue
+                trigs.append(_Trig(_BOUND, i, i + 1, -1, -1))
+
+
+def _words(gap: str) -> int:
+    return len(_WORD_RE.findall(gap))
+
+
+def _forward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> list[_Target]:
+    """Targets in the forward scope of pre-trigger ``trigs[i]``."""
+    trig = trigs[i]
+    limit = len(low)
+    for other in trigs[i + 1 :]:
+        if other.cat in _FWD_BLOCKERS and other.start >= trig.end:
+            limit = other.start
+            break
+    scope: list[_Target] = []
+    reach = trig.end
+    for t in targets:
+        if t.start < trig.end:
+            continue
+        if t.start >= limit:
+            break
+        if not scope:
+            gap = low[trig.end : t.start]
+            if _words(gap) > trig.fwd or _FIRST_GAP_BREAK.search(gap):
+                break
+        elif t.start >= reach:
+            gap = low[reach : t.start]
+            n = _words(gap)
+            if n and (n > 5 or not _FWD_CHAIN_OK.search(gap) or _FWD_CHAIN_BREAK.search(gap)):
+                break
+        scope.append(t)
+        reach = max(reach, t.end)
+    return scope
+
+
+def _backward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> list[_Target]:
+    """Targets in the backward scope of post-trigger ``trigs[i]``."""
+    trig = trigs[i]
+    limit = 0
+    for other in reversed(trigs[:i]):
+        if other.end <= trig.start and (
+            other.cat in _BWD_BLOCKERS or (other.bwd >= 0 and other.cat != _PSEUDO)
+        ):
+            limit = other.end
+            break
+    scope: list[_Target] = []
+    reach = trig.start
+    for t in sorted(targets, key=lambda x: (-x.end, -x.start)):
+        if t.end > trig.start:
+            continue
+        if t.start < limit:
+            break
+        if not scope:
+            if _words(low[t.end : trig.start]) > trig.bwd:
+                break
+        elif t.end <= reach:
+            gap = low[t.end : reach]
+            n = _words(gap)
+            if n and (n > 5 or not _BWD_CHAIN_OK.search(gap)):
+                break
+        scope.append(t)
+        reach = min(reach, t.start)
+    return scope
+
+
+def _versus_same_concept(trig: _Trig, targets: list[_Target], low: str) -> bool:
+    """ "seroma versus abscess" is a collection either way: not a hedge."""
+    before = [t for t in targets if t.end <= trig.start and _words(low[t.end : trig.start]) <= 3]
+    after = [t for t in targets if t.start >= trig.end and _words(low[trig.end : t.start]) <= 3]
+    if not before or not after:
+        return False
+    return max(before, key=lambda t: t.end).concept == min(after, key=lambda t: t.start).concept
+
+
+def _analyse(text: str, exhaustive: bool = False) -> list[TextFinding]:
+    low = _lower(text)
+    targets, trigs = _scan(low, exhaustive)
+    if not targets:
+        return []
+    strong_rim = [(t.start, t.end) for t in targets if t.concept == "rim-enhancement"]
+    for m in _BARE_ENH_RE.finditer(low):
+        s, e = m.span()
+        if (s == 0 or not low[s - 1].isalnum()) and not any(
+            s < r_end and r_start < e for r_start, r_end in strong_rim
+        ):
+            targets.append(_Target("rim-enhancement", s, e, False, True))
+    targets.sort(key=lambda t: (t.start, -t.end))
+    _punctuation(low, trigs)
+    trigs.sort(key=lambda t: t.start)
+    for tr in trigs:
+        if tr.cat == _VS and _versus_same_concept(tr, targets, low):
+            tr.cat = _PSEUDO
+
+    for i, tr in enumerate(trigs):
+        status = _CAT_STATUS.get(tr.cat)
+        if status is None:
+            continue
+        if tr.cat != _AFF:  # a trigger inside a target: "thecal sac is not compressed"
+            for t in targets:
+                if t.start < tr.start and tr.end <= t.end:
+                    t.inner = status
+        if tr.fwd >= 0:
+            for t in _forward(low, i, trigs, targets):
+                t.pre = status  # later triggers are nearer: they win
+        if tr.bwd >= 0:
+            for t in _backward(low, i, trigs, targets):
+                if t.post is None:  # the nearest post-trigger is seen first
+                    t.post = status
+
+    out: list[TextFinding] = []
+    for t in targets:
+        if t.forced:
+            status = _NEGATED
+        else:
+            status = _PRESENT
+            for s in (t.inner, t.pre, t.post):
+                if s is not None and _RANK[s] > _RANK[status]:
+                    status = s
+        if t.weak and status in (_PRESENT, _UNCERTAIN):
+            continue
+        out.append(TextFinding(t.concept, status, text[t.start : t.end], t.start, t.end))
+    return out
+
+
+def find_findings(text: str) -> list[TextFinding]:
+    """Every mention of a concept of :data:`CONCEPTS` in ``text``, with its status.
+
+    Pure and deterministic; findings are ordered by offset (a longer span first
+    when two start together); ``phrase`` is ``text[start:end]``.
+    """
+    if not text:
+        return []
+    return _analyse(text)
+
+
+def present_concepts(text: str, *, include_uncertain: bool = True) -> dict[str, str]:
+    """Concepts asserted at least once in ``text``: concept -> "present" or "uncertain".
+
+    "present" wins over "uncertain"; negated and resolved mentions do not count.
+    With ``include_uncertain=False`` only "present" concepts are returned.
+    """
+    result: dict[str, str] = {}
+    for f in find_findings(text):
+        if f.status == _PRESENT:
+            result[f.concept] = _PRESENT
+        elif f.status == _UNCERTAIN and include_uncertain:
+            result.setdefault(f.concept, _UNCERTAIN)
+    return result
