@@ -65,6 +65,25 @@ def serve(host: str, port: int, workers: int, threads: int, timeout: int) -> Non
     Server().run()
 
 
+@main.command("rules-doc")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file instead of standard output.")
+def rules_doc(output: str | None) -> None:
+    """Print the clinical rules, criteria, thresholds and evidence as Markdown."""
+    from cds_service.engine.knowledge import KnowledgeError, load_knowledge
+    from cds_service.engine.ruledoc import render_rules_markdown
+
+    try:
+        text = render_rules_markdown(load_knowledge(os.environ.get("CDS_KNOWLEDGE_DIR")))
+    except KnowledgeError as exc:
+        _fail(str(exc))
+    if output:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
 def _after_fork(_server, _worker) -> None:
     """Keep the garbage collector out of the request path: the start-up objects are
     frozen, and young-generation collections are made rarer (see PERFORMANCE.md)."""

@@ -41,7 +41,12 @@ class Outcome:
 def _other_patient(resource: dict, patient_ref: str) -> bool:
     """True when the resource names a different patient than the one in context."""
     for name in _PATIENT_FIELDS:
-        key = reference_key(resource.get(name))
+        value = resource.get(name)
+        if value is None:
+            continue
+        if isinstance(value, dict) and value.get("reference") == patient_ref:
+            return False  # the common case, without parsing the reference
+        key = reference_key(value)
         if key and key.startswith("Patient/"):
             return key != patient_ref
     return False

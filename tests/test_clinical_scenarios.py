@@ -3,7 +3,7 @@ response is valid CDS Hooks 2.0."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -14,7 +14,7 @@ from tests.conftest import assert_conformant, rule_ids
 SCENARIOS = scenario_files(default_fixtures_dir())
 
 
-@lru_cache(maxsize=None)
+@cache
 def app_at(evaluation_time: str | None):
     return create_app({"EVALUATION_TIME": evaluation_time, "DATABASE_URL": "sqlite://",
                        "TESTING": True})

@@ -43,6 +43,20 @@ _REGION_BODY_SITES = {  # SNOMED body structures of the spine regions
 }
 
 
+_OWN_FINDING_CODES = ValueSet("spine-cds-findings", "The service's own finding codes", "",
+                              prefixes=((FINDING_SYSTEM, ""),))
+_ROUTINE_CATEGORIES = {"vital-signs", "laboratory", "social-history", "survey", "activity"}
+
+
+def _category_codes(resource: dict) -> set[str]:
+    codes = set()
+    for category in resource.get("category") or ():
+        for coding in (category.get("coding") or ()) if isinstance(category, dict) else ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                codes.add(coding["code"])
+    return codes
+
+
 @dataclass(frozen=True)
 class ImagingFinding:
     concept: str
@@ -183,6 +197,8 @@ class ImagingIndex:
         if entry.type == "DiagnosticReport":
             texts.append(res.get("conclusion"))
         elif entry.type == "Observation":
+            if "valueQuantity" in res or _ROUTINE_CATEGORIES.intersection(_category_codes(res)):
+                return []  # measurements, vital signs and lab results carry no imaging findings
             texts += [entry.text, res.get("valueString"),
                       concept_text(res.get("valueCodeableConcept"))]
         elif entry.type == "Condition":
@@ -191,21 +207,15 @@ class ImagingIndex:
 
     def _collect(self) -> list[ImagingFinding]:
         found: list[ImagingFinding] = []
+        coded = self.record.with_codes_in(_OWN_FINDING_CODES)
+        for vs_id in CODED_FINDINGS:
+            if vs_id in self.valuesets:
+                coded |= self.record.with_codes_in(self.valuesets[vs_id])
         for rtype in ("Condition", "Observation", "DiagnosticReport"):
             for entry in self.record.entries(rtype):
                 seen: set[str] = set()
-                for system, code in entry.codings:
-                    if system == FINDING_SYSTEM and code in FINDING_CONCEPTS:
-                        found.append(self._finding(code, entry.certainty, entry,
-                                                   "spine-cds code", code))
-                        seen.add(code)
-                for vs_id, concept in CODED_FINDINGS.items():
-                    vs = self.valuesets.get(vs_id)
-                    info = vs.first_match(entry.codings) if vs else None
-                    if info is not None and concept not in seen:
-                        found.append(self._finding(concept, entry.certainty, entry, "code",
-                                                   info.display, info))
-                        seen.add(concept)
+                if entry.seq in coded:
+                    self._coded_findings(entry, found, seen)
                 for text in self._texts(entry):
                     for concept, status in present_concepts(text).items():
                         if concept in seen:
@@ -214,6 +224,19 @@ class ImagingIndex:
                         found.append(self._finding(concept, certainty, entry, "text", text))
                         seen.add(concept)
         return found
+
+    def _coded_findings(self, entry: Entry, found: list[ImagingFinding], seen: set[str]) -> None:
+        for system, code in entry.codings:
+            if system == FINDING_SYSTEM and code in FINDING_CONCEPTS and code not in seen:
+                found.append(self._finding(code, entry.certainty, entry, "spine-cds code", code))
+                seen.add(code)
+        for vs_id, concept in CODED_FINDINGS.items():
+            vs = self.valuesets.get(vs_id)
+            info = vs.first_match(entry.codings) if vs else None
+            if info is not None and concept not in seen:
+                found.append(self._finding(concept, entry.certainty, entry, "code",
+                                           info.display, info))
+                seen.add(concept)
 
     def of(self, concept: str) -> list[ImagingFinding]:
         return [f for f in self.findings if f.concept == concept]

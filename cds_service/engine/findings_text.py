@@ -93,7 +93,9 @@ Known limits (deliberately unsupported)
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 __all__ = ["CONCEPTS", "TextFinding", "find_findings", "present_concepts"]
 
@@ -121,6 +123,8 @@ class TextFinding:
 
 _SEP = r"[\s\-]+"
 _W = r"(?:[\w'/]+(?:-[\w'/]+)*\s+)"  # one word of a gap, with its trailing space
+# a gap word that is not a trigger or a conjunction (a target does not swallow them)
+_GW = r"(?:(?!(?:no|not|without|and|or|nor|but|which|versus|vs)\b)[\w'/]+(?:-[\w'/]+)*\s+)"
 
 
 def _rx(pattern: str) -> str:
@@ -146,7 +150,7 @@ _RIM_ENHANCEMENT = (
     # forced negative: enhancement denied by the word itself
     r"(?P<neg>non-?enhancing|(?:does|do|did) not enhance)"
     # "collection with (thin) peripheral enhancement", "collection ... enhances"
-    rf"|{_COLL} {_W}{{0,5}}?(?:with|demonstrating|showing|exhibiting|having|has|shows|"
+    rf"|{_COLL} {_GW}{{0,5}}?(?:with|demonstrating|showing|exhibiting|having|has|shows|"
     rf"demonstrates) {_W}{{0,3}}?enhancement"
     rf"|{_COLL} {_W}{{0,3}}?enhances"
     # "rim enhancement", "ring-enhancing", "peripherally enhancing", "wall enhances"
@@ -155,10 +159,10 @@ _RIM_ENHANCEMENT = (
     r"|enhancing (?:rim|wall|walls|margins?|capsule|periphery)"
     r"|rim of (?:[\w-]+ )?enhancement"
     # "enhancing (fluid) collection" -> both concepts
-    rf"|enhancing {_W}{{0,2}}?{_COLL}"
+    rf"|enhancing {_GW}{{0,2}}?{_COLL}"
     # "enhancement around the collection" (the collection itself is a separate target)
     rf"|enhancement(?= (?:around|surrounding|encircling|about|along|of|at|within) "
-    rf"(?:the |this |that |a |an )?{_W}{{0,3}}?{_COLL})"
+    rf"(?:the |this |that |a |an )?{_GW}{{0,3}}?{_COLL})"
     r")\b"
 )
 # A bare "enhancement": only reported when negated ("without enhancement").
@@ -179,10 +183,10 @@ _COMP_VERB = (
 )
 _NEURAL_COMPRESSION = (
     r"(?:"
-    rf"{_COMP_NOUN} (?:of|on|upon|onto|to|involving) {_W}{{0,5}}?{_NEURAL}"
-    rf"|{_COMP_VERB} {_W}{{0,5}}?{_NEURAL}"
+    rf"{_COMP_NOUN} (?:of|on|upon|onto|to|involving) {_GW}{{0,5}}?{_NEURAL}"
+    rf"|{_COMP_VERB} {_GW}{{0,5}}?{_NEURAL}"
     rf"|{_NEURAL} (?:compression|effacement|impingement|displacement|deformity|compromise)"
-    rf"|{_NEURAL} {_W}{{0,3}}?(?:is|are|appears?|was|were|being) {_W}{{0,2}}?"
+    rf"|{_NEURAL} {_GW}{{0,3}}?(?:is|are|appears?|was|were|being) {_W}{{0,2}}?"
     r"(?:compressed|effaced|displaced|impinged|deformed|indented|distorted)"
     r")\b"
 )
@@ -190,20 +194,20 @@ _NEURAL_COMPRESSION = (
 _NOT_HARDWARE = r"(?!(?:screws?|hardware|cement|pedicle|implants?|cages?|grafts?|rods?)\b)"
 _DISC_HERNIATION = (
     r"(?:"
-    r"(?:(?:recurrent|residual|persistent|new) )?"
-    r"dis[ck]s? (?:[\w-]+ ){0,2}?(?:herniations?|extrusions?|protrusions?|prolapses?|"
+    rf"(?:(?:recurrent|residual|persistent|new) {_GW}{{0,2}}?)?"
+    rf"dis[ck]s? {_GW}{{0,2}}?(?:herniations?|extrusions?|protrusions?|prolapses?|"
     r"sequestrations?|fragments?)"
-    r"|(?:re-?)?herniated (?:[\w-]+ ){0,2}?(?:dis[ck]s?|nucleus pulposus|fragments?|material)"
-    r"|(?:extruded|protruding|protruded|prolapsed|sequestered|migrated) (?:[\w-]+ ){0,2}?"
+    rf"|(?:re-?)?herniated {_GW}{{0,2}}?(?:dis[ck]s?|nucleus pulposus|fragments?|material)"
+    rf"|(?:extruded|protruding|protruded|prolapsed|sequestered|migrated) {_GW}{{0,2}}?"
     r"(?:dis[ck]s?|fragments?|material)"
     r"|re-?herniations?"
-    r"|recurrent (?:[\w-]+ ){0,2}?herniations?"
+    rf"|recurrent {_GW}{{0,2}}?herniations?"
     r"|herniations?(?! (?:of|into) (?:the )?(?:nerve |roots?|cord|fat|fluid|arachnoid|dura|bowel))"
     r"|hnps?"
     r"|(?:central|paracentral|foraminal|extraforaminal|far lateral|subarticular|broad-based|"
-    rf"focal|posterior|left|right|large|small|moderate) {_NOT_HARDWARE}(?:[\w-]+ ){{0,2}}?"
+    rf"focal|posterior|left|right|large|small|moderate) {_NOT_HARDWARE}{_GW}{{0,2}}?"
     r"(?:extrusions?|protrusions?)"
-    r"|dis[ck]s? (?:[\w-]+ ){0,2}?(?:is|are) (?:[\w-]+ )?herniated"
+    rf"|dis[ck]s? {_GW}{{0,2}}?(?:is|are) {_W}?herniated"
     r")\b"
 )
 
@@ -262,10 +266,14 @@ _TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
      r"(?:without|w/o) (?:iv |intravenous |gadolinium |iodinated )?(?:contrast|gadolinium)",
      _PSEUDO, -1, -1),
     ("partial partially incomplete incompletely near nearly almost not",
-     r"(?:partial(?:ly)?|incomplete(?:ly)?|near(?:ly)? complete(?:ly)?|almost(?: complete(?:ly)?)?"
-     r"|not (?:yet )?(?:completely |fully |entirely )?)"
+     r"(?:partial(?:ly)? |incomplete(?:ly)? |near(?:ly)? complete(?:ly)? "
+     r"|almost (?:complete(?:ly)? )?|not (?:yet )?(?:completely |fully |entirely )?)"
      r"resol(?:ved|ution|ving)", _PSEUDO, -1, -1),
     ("resolving", r"resolving", _PSEUDO, -1, -1),
+    ("should could may can to will",
+     r"(?:should|could|may|can|to|will) (?:be |then be )?"
+     r"(?:drained|evacuated|excised|resected|removed)",
+     _PSEUDO, -1, -1),
     # --- negation ----------------------------------------------------------
     ("no", r"no (?:[\w-]+ ){0,2}?(?:evidence|findings?|signs?) (?:of|for|to suggest|suggesting|"
      r"suggestive of|consistent with|compatible with|in keeping with)", _NEG, 6, -1),
@@ -289,16 +297,16 @@ _TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
      _UNC, 6, -1),
     ("may might could possible possibly possibility probable probably questionable "
      "questionably question equivocal indeterminate suspicious suspicion suspect concerning "
-     "worrisome suggestive suggesting less differential rule to r/o evaluate evaluation assess "
+     "worrisome suggestive suggesting differential rule to r/o evaluate evaluation assess "
      "assessment",
      r"(?:may|might|could) (?:also )?(?:represent|be|reflect|indicate|relate to)"
      r"|possible|possibly|possibility of|probable|probably|questionable|questionably"
      r"|question of|equivocal(?: for)?|indeterminate(?: for)?|suspicious (?:for|of)"
      r"|suspicion (?:for|of)|suspect|concerning for|worrisome for|suggestive of|suggesting"
-     r"|less likely|differential (?:diagnosis )?(?:includes?|considerations? include|of)"
+     r"|differential (?:diagnosis )?(?:includes?|considerations? include|of)"
      r"|rule out|to exclude|to rule out|r/o|evaluate for|evaluation for|assess for"
      r"|assessment for", _UNC, 6, -1),
-    ("suspected", r"suspected", _UNC, 6, 4),
+    ("suspected less", r"suspected|less likely", _UNC, 6, 4),
     ("versus vs", r"versus|vs\.?", _VS, 3, 3),
     # --- resolution / history ------------------------------------------------
     ("there no", r"(?:there (?:is|are) )?no longer", _RES, 6, -1),
@@ -308,6 +316,8 @@ _TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
     ("since now completely entirely fully resolved disappeared is are",
      r"(?:since |now |completely |entirely |fully )?"
      r"(?:resolved|disappeared)(?: in the interval)?|(?:is|are) gone", _RES, 2, 8),
+    ("drained evacuated excised resected removed",
+     r"drained|evacuated|excised|resected|removed", _RES, 1, 4),
     ("status s/p after following prior previous",
      r"(?:status post|s/p|after|following|prior|previous) (?:[\w-]+ ){0,3}?"
      r"(?:evacuation|drainage|aspiration|excision|removal|resection|(?:micro)?discectomy|"
@@ -330,8 +340,10 @@ _TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
 # Words for dispatch: every ASCII punctuation mark but "'" becomes a space, so
 # str.split() gives the words ("non-enhancing" -> "non", "enhancing"; "w/o" ->
 # "w", "o").
-_WORD_SPLIT = str.maketrans({c: " " for c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~"})
-_PUNCT_RE = re.compile(r"[.!?;:\n]")
+_WORD_SPLIT = str.maketrans(
+    {c: " " for c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n\r\x0b\x0c\xa0\u2009\u202f"}
+)
+_PUNCT_RE = re.compile(r"[!?;\n]|\.(?=\s|$)")
 _LIST_ITEM_RE = re.compile(r"[^\S\n]*(?:[-*\u2022]|\d+[.)])[^\S\n]")
 _ABBREVIATIONS = ("vs", "approx", "e.g", "i.e", "cf", "dr", "fig", "ca", "st")
 
@@ -361,34 +373,32 @@ def _alternatives(pattern: str) -> list[str]:
     return parts
 
 
-def _anchored(pattern: str) -> re.Pattern[str]:
-    """A pattern tried at a word start, ending at a word end; longer alternatives first
-    (Python takes the first alternative that matches, not the longest)."""
-    alts = sorted(_alternatives(pattern), key=len, reverse=True)
-    return re.compile("(?:" + "|".join(_rx(a) for a in alts) + r")(?!\w)")
-
-
 class _Entry:
-    __slots__ = ("order", "kind", "regex", "cat", "fwd", "bwd")
+    __slots__ = ("order", "kind", "pattern", "regex", "cat", "fwd", "bwd")
 
-    def __init__(self, order: int, kind: str, regex: re.Pattern[str], cat: str,
-                 fwd: int, bwd: int) -> None:
+    def __init__(self, order: int, kind: str, pattern: str, cat: str, fwd: int, bwd: int) -> None:
         self.order = order
         self.kind = kind  # a concept, or "trigger"
-        self.regex = regex
+        self.pattern = pattern  # alternatives longest first, spaces made tolerant
+        self.regex = re.compile(f"(?:{pattern})" + r"(?!\w)")
         self.cat = cat
         self.fwd = fwd
         self.bwd = bwd
 
 
-def _build_dispatch() -> tuple[dict[str, list[_Entry]], list[tuple[str, _Entry]], list[_Entry]]:
+def _sorted_alternatives(pattern: str) -> str:
+    """Longer alternatives first: Python takes the first that matches, not the longest."""
+    return "|".join(_rx(a) for a in sorted(_alternatives(pattern), key=len, reverse=True))
+
+
+def _build_entries() -> tuple[dict[str, list[_Entry]], list[tuple[str, _Entry]], list[_Entry]]:
     entries: list[tuple[str, _Entry]] = []
     for concept, pattern, leads in _TARGET_TABLE:
-        # the target alternations are ordered by hand: compiled as they are
-        regex = re.compile(_rx(pattern) + r"(?!\w)")
-        entries.append((leads, _Entry(len(entries), concept, regex, "", -1, -1)))
+        # the target alternations are ordered by hand: kept as they are
+        entries.append((leads, _Entry(len(entries), concept, _rx(pattern), "", -1, -1)))
     for leads, pattern, cat, fwd, bwd in _TRIGGER_TABLE:
-        entries.append((leads, _Entry(len(entries), "trigger", _anchored(pattern), cat, fwd, bwd)))
+        entry = _Entry(len(entries), "trigger", _sorted_alternatives(pattern), cat, fwd, bwd)
+        entries.append((leads, entry))
     exact: dict[str, list[_Entry]] = {}
     stems: list[tuple[str, _Entry]] = []
     for leads, entry in entries:
@@ -400,35 +410,80 @@ def _build_dispatch() -> tuple[dict[str, list[_Entry]], list[tuple[str, _Entry]]
     return exact, stems, [e for _, e in entries]
 
 
-_EXACT, _STEMS, _ALL_ENTRIES = _build_dispatch()
-_CACHE: dict[str, tuple[_Entry, ...]] = {}
-_CACHE_MAX = 50_000
+_EXACT, _STEMS, _ALL_ENTRIES = _build_entries()
 
 
-def _entries_for(word: str) -> tuple[_Entry, ...]:
-    """The patterns that can begin at ``word`` (memoised: report vocabulary is small)."""
-    found = _CACHE.get(word)
-    if found is None:
-        hits = {e.order: e for e in _EXACT.get(word, ())}
-        hits.update((e.order, e) for stem, e in _STEMS if word.startswith(stem))
-        found = tuple(hits[k] for k in sorted(hits))
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        _CACHE[word] = found
-    return found
+class _WordPlan:
+    """What to try where a given word starts: its targets, and one regex for all of
+    its triggers (a named group per trigger, longest alternatives first)."""
+
+    __slots__ = ("targets", "triggers", "groups")
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.targets = tuple(e for e in entries if e.kind != "trigger")
+        trigs = [e for e in entries if e.kind == "trigger"]
+        self.groups: dict[str, _Entry] = {}
+        self.triggers: re.Pattern[str] | None = None
+        if trigs:
+            alts = [(a, e) for e in trigs for a in _alternatives(e.pattern)]
+            alts.sort(key=lambda ae: len(ae[0]), reverse=True)
+            parts = []
+            for i, (alt, e) in enumerate(alts):
+                self.groups[f"g{i}"] = e
+                parts.append(f"(?P<g{i}>{alt})")
+            self.triggers = re.compile("(?:" + "|".join(parts) + r")(?!\w)")
+
+
+# Memo of the words met so far (a report's vocabulary is small): their plans,
+# and the set of those that have one. Cleared when it grows too large.
+_PLANS: dict[str, _WordPlan] = {}
+_KNOWN: set[str] = {""}
+_KNOWN_MAX = 50_000
+_PLANS_BY_ENTRIES: dict[tuple[int, ...], _WordPlan] = {}
+
+
+def _plan_for(word: str) -> _WordPlan | None:
+    """What can begin at ``word``, or None."""
+    hits = {e.order: e for e in _EXACT.get(word, ())}
+    hits.update((e.order, e) for stem, e in _STEMS if word.startswith(stem))
+    if not hits:
+        return None
+    key = tuple(sorted(hits))
+    plan = _PLANS_BY_ENTRIES.get(key)
+    if plan is None:
+        plan = _PLANS_BY_ENTRIES[key] = _WordPlan([hits[k] for k in key])
+    return plan
+
+
+def _learn(word: str) -> bool:
+    """Memoise ``word``; true when something can begin at it."""
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+        _KNOWN.add("")
+        _PLANS.clear()
+    plan = _plan_for(word)
+    if plan is not None:
+        _PLANS[word] = plan
+    _KNOWN.add(word)
+    return plan is not None
 
 
 _BARE_ENH_RE = re.compile(_BARE_ENHANCEMENT)
 
 _WORD_RE = re.compile(r"[^\W_]+")
-_FWD_CHAIN_OK = re.compile(r",|/|&|\b(?:and|or|nor|with|causing|producing|resulting in)\b")
+_FWD_CHAIN_OK = re.compile(
+    r",|/|&|\b(?:and|or|nor|with|causing|producing|resulting in|to suggest|to indicate|such as"
+    r"|including)\b"
+)
 _BWD_CHAIN_OK = re.compile(r",|/|&|\b(?:and|or|nor)\b")
 _FWD_CHAIN_BREAK = re.compile(r"\b(?:a|an|by)\b")
 _FIRST_GAP_BREAK = re.compile(r"[,;]|\bby\b")
+# "possible infection of the seroma": the hedge is on the infection, not the seroma
+_INFECTION = re.compile(r"\b(?:super)?infect")
 
 _RANK = {_RESOLVED: 3, _NEGATED: 2, _UNCERTAIN: 1, _PRESENT: 0}
 _CAT_STATUS = {_NEG: _NEGATED, _UNC: _UNCERTAIN, _RES: _RESOLVED, _AFF: _PRESENT, _VS: _UNCERTAIN}
-_FWD_BLOCKERS = frozenset({_NEG, _UNC, _RES, _AFF, _PSEUDO, _TERM, _TERMW, _BOUND, _VS})
+_INNER = frozenset({_NEG, _UNC, _RES, _VS})
 _BWD_BLOCKERS = frozenset({_TERM, _BOUND})
 
 
@@ -464,42 +519,64 @@ def _lower(text: str) -> str:
     return low
 
 
-def _scan(low: str, exhaustive: bool = False) -> tuple[list[_Target], list[_Trig]]:
-    """Targets and word triggers, each tried only at the words that can begin it.
+def _scan(low: str) -> tuple[list[_Target], list[_Trig]]:
+    """Targets and word triggers, each tried only where a word that can begin it starts."""
+    pieces = low.translate(_WORD_SPLIT).split(" ")  # one piece per word, "" between spaces
+    plans, known = _PLANS, _KNOWN
+    chosen = [k for k, w in enumerate(pieces) if w in plans or (w not in known and _learn(w))]
+    targets: list[_Target] = []
+    trigs: list[_Trig] = []
+    if not chosen:
+        return targets, trigs
+    ends = list(accumulate(map(len, pieces)))  # piece k starts at ends[k - 1] + k
+    reach: dict[str, int] = {}
+    trig_reach = 0
+    for k in chosen:
+        pos = ends[k - 1] + k if k else 0
+        plan = plans[pieces[k]]
+        for entry in plan.targets:
+            if pos >= reach.get(entry.kind, 0):
+                m = entry.regex.match(low, pos)
+                if m:
+                    forced = entry.kind == "rim-enhancement" and m.group("neg") is not None
+                    targets.append(_Target(entry.kind, pos, m.end(), forced, False))
+                    reach[entry.kind] = m.end()
+        if plan.triggers is not None and pos >= trig_reach:
+            m = plan.triggers.match(low, pos)
+            if m:
+                e = plan.groups[m.lastgroup]  # type: ignore[index]
+                trigs.append(_Trig(e.cat, pos, m.end(), e.fwd, e.bwd))
+                trig_reach = m.end()
+    return targets, trigs
 
-    ``exhaustive`` tries every entry at every word (the reference the tests use
-    to check the lead words).
-    """
+
+def _scan_reference(low: str) -> tuple[list[_Target], list[_Trig]]:
+    """Every pattern tried at every word, the longest trigger kept: the slow reference
+    against which the tests check the lead words and the order of alternatives."""
+    words = low.translate(_WORD_SPLIT)
     targets: list[_Target] = []
     trigs: list[_Trig] = []
     reach: dict[str, int] = {}
     trig_reach = 0
-    words = low.translate(_WORD_SPLIT)
     pos = 0
     for word in words.split():
         pos = words.find(word, pos)
-        entries = _ALL_ENTRIES if exhaustive else _entries_for(word)
-        if not entries:
-            pos += len(word)
-            continue
-        best: re.Match[str] | None = None
-        best_entry: _Entry | None = None
-        for entry in entries:
+        best: tuple[int, _Entry] | None = None
+        for entry in _ALL_ENTRIES:
             if entry.kind == "trigger":
-                if pos < trig_reach:
-                    continue
-                m = entry.regex.match(low, pos)
-                if m and (best is None or m.end() > best.end()):
-                    best, best_entry = m, entry
+                m = entry.regex.match(low, pos) if pos >= trig_reach else None
+                if m and (best is None or m.end() > best[0]):
+                    best = (m.end(), entry)
             elif pos >= reach.get(entry.kind, 0):
                 m = entry.regex.match(low, pos)
                 if m:
                     forced = entry.kind == "rim-enhancement" and m.group("neg") is not None
                     targets.append(_Target(entry.kind, pos, m.end(), forced, False))
                     reach[entry.kind] = m.end()
-        if best is not None and best_entry is not None:
-            trigs.append(_Trig(best_entry.cat, pos, best.end(), best_entry.fwd, best_entry.bwd))
-            trig_reach = best.end()
+        if best is not None:
+            e = best[1]
+            trigs.append(_Trig(e.cat, pos, best[0], e.fwd, e.bwd))
+            trig_reach = best[0]
         pos += len(word)
     return targets, trigs
 
@@ -517,8 +594,6 @@ def _punctuation(low: str, trigs: list[_Trig]) -> None:
             rest = _LIST_ITEM_RE.match(low, i + 1)
             if rest or low[i + 1 : i + 2] == "\n" or low[max(0, i - 1) : i] == ":":
                 trigs.append(_Trig(_BOUND, i, i + 1, -1, -1))
-        elif c == ":":
-            continue
         else:
             if c == "?":
                 if nxt.isalpha():
@@ -536,14 +611,9 @@ def _words(gap: str) -> int:
     return len(_WORD_RE.findall(gap))
 
 
-def _forward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> list[_Target]:
-    """Targets in the forward scope of pre-trigger ``trigs[i]``."""
-    trig = trigs[i]
-    limit = len(low)
-    for other in trigs[i + 1 :]:
-        if other.cat in _FWD_BLOCKERS and other.start >= trig.end:
-            limit = other.start
-            break
+def _forward(low: str, trig: _Trig, limit: int, targets: list[_Target]) -> list[_Target]:
+    """Targets in the forward scope of a pre-trigger; ``limit``: where the next trigger,
+    terminator or sentence boundary starts."""
     scope: list[_Target] = []
     reach = trig.end
     for t in targets:
@@ -553,7 +623,11 @@ def _forward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> li
             break
         if not scope:
             gap = low[trig.end : t.start]
-            if _words(gap) > trig.fwd or _FIRST_GAP_BREAK.search(gap):
+            if (
+                _words(gap) > trig.fwd
+                or _FIRST_GAP_BREAK.search(gap)
+                or (trig.cat == _UNC and _INFECTION.search(gap))
+            ):
                 break
         elif t.start >= reach:
             gap = low[reach : t.start]
@@ -565,19 +639,13 @@ def _forward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> li
     return scope
 
 
-def _backward(low: str, i: int, trigs: list[_Trig], targets: list[_Target]) -> list[_Target]:
-    """Targets in the backward scope of post-trigger ``trigs[i]``."""
-    trig = trigs[i]
-    limit = 0
-    for other in reversed(trigs[:i]):
-        if other.end <= trig.start and (
-            other.cat in _BWD_BLOCKERS or (other.bwd >= 0 and other.cat != _PSEUDO)
-        ):
-            limit = other.end
-            break
+def _backward(low: str, trig: _Trig, limit: int, by_end: list[_Target]) -> list[_Target]:
+    """Targets in the backward scope of a post-trigger; ``limit``: where the nearest
+    terminator, boundary or other post-trigger before it ends. ``by_end``: the targets,
+    last-ending first."""
     scope: list[_Target] = []
     reach = trig.start
-    for t in sorted(targets, key=lambda x: (-x.end, -x.start)):
+    for t in by_end:
         if t.end > trig.start:
             continue
         if t.start < limit:
@@ -604,18 +672,19 @@ def _versus_same_concept(trig: _Trig, targets: list[_Target], low: str) -> bool:
     return max(before, key=lambda t: t.end).concept == min(after, key=lambda t: t.start).concept
 
 
-def _analyse(text: str, exhaustive: bool = False) -> list[TextFinding]:
+def _analyse(text: str, reference: bool = False) -> list[TextFinding]:
     low = _lower(text)
-    targets, trigs = _scan(low, exhaustive)
+    targets, trigs = _scan_reference(low) if reference else _scan(low)
     if not targets:
         return []
-    strong_rim = [(t.start, t.end) for t in targets if t.concept == "rim-enhancement"]
-    for m in _BARE_ENH_RE.finditer(low):
-        s, e = m.span()
-        if (s == 0 or not low[s - 1].isalnum()) and not any(
-            s < r_end and r_start < e for r_start, r_end in strong_rim
-        ):
-            targets.append(_Target("rim-enhancement", s, e, False, True))
+    if "enhanc" in low:
+        strong_rim = [(t.start, t.end) for t in targets if t.concept == "rim-enhancement"]
+        for m in _BARE_ENH_RE.finditer(low):
+            s, e = m.span()
+            if (s == 0 or not low[s - 1].isalnum()) and not any(
+                s < r_end and r_start < e for r_start, r_end in strong_rim
+            ):
+                targets.append(_Target("rim-enhancement", s, e, False, True))
     targets.sort(key=lambda t: (t.start, -t.end))
     _punctuation(low, trigs)
     trigs.sort(key=lambda t: t.start)
@@ -623,21 +692,36 @@ def _analyse(text: str, exhaustive: bool = False) -> list[TextFinding]:
         if tr.cat == _VS and _versus_same_concept(tr, targets, low):
             tr.cat = _PSEUDO
 
+    # a trigger inside a target: "thecal sac is not compressed", "collection with no
+    # enhancement"
+    trig_starts = [tr.start for tr in trigs]
+    for t in targets:
+        k = bisect_right(trig_starts, t.start)
+        while k < len(trigs) and trigs[k].start < t.end:
+            tr = trigs[k]
+            if tr.end <= t.end and tr.cat in _INNER:
+                t.inner = _CAT_STATUS[tr.cat]
+            k += 1
+
+    by_end = sorted(targets, key=lambda x: (-x.end, -x.start))
+    n_trigs = len(trigs)
+    bwd_limit = 0  # end of the last terminator, boundary or post-trigger so far
     for i, tr in enumerate(trigs):
         status = _CAT_STATUS.get(tr.cat)
-        if status is None:
-            continue
-        if tr.cat != _AFF:  # a trigger inside a target: "thecal sac is not compressed"
-            for t in targets:
-                if t.start < tr.start and tr.end <= t.end:
-                    t.inner = status
-        if tr.fwd >= 0:
-            for t in _forward(low, i, trigs, targets):
-                t.pre = status  # later triggers are nearer: they win
-        if tr.bwd >= 0:
-            for t in _backward(low, i, trigs, targets):
-                if t.post is None:  # the nearest post-trigger is seen first
-                    t.post = status
+        if status is not None:
+            if tr.fwd >= 0:
+                j = i + 1
+                while j < n_trigs and trigs[j].start < tr.end:
+                    j += 1
+                limit = trigs[j].start if j < n_trigs else len(low)
+                for t in _forward(low, tr, limit, targets):
+                    t.pre = status  # later triggers are nearer: they win
+            if tr.bwd >= 0:
+                for t in _backward(low, tr, bwd_limit, by_end):
+                    if t.post is None:  # the nearest post-trigger is seen first
+                        t.post = status
+        if tr.cat in _BWD_BLOCKERS or (tr.bwd >= 0 and tr.cat != _PSEUDO):
+            bwd_limit = tr.end
 
     out: list[TextFinding] = []
     for t in targets:

@@ -54,10 +54,27 @@ def default_knowledge_dir() -> Path:
 
 # -- YAML with line numbers --------------------------------------------------------
 
-def _load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Lines:
+    """The YAML node tree of a file, composed only when an error needs a line number."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._node: yaml.Node | None = None
+
+    @property
+    def node(self) -> yaml.Node | None:
+        if self._node is None:
+            self._node = yaml.compose(self._text, Loader=_LOADER)
+        return self._node
+
+
+def _load_yaml(path: Path) -> tuple[Any, _Lines]:
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.safe_load(text), yaml.compose(text)
+        return yaml.load(text, Loader=_LOADER), _Lines(text)
     except (OSError, UnicodeDecodeError) as exc:
         raise KnowledgeError(f"{path}: cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
@@ -83,8 +100,8 @@ def _line_of(node: yaml.Node | None, path: list) -> int | None:
     return line
 
 
-def _where(path: Path, node: yaml.Node | None, fields: list) -> str:
-    line = _line_of(node, fields)
+def _where(path: Path, lines: _Lines | None, fields: list) -> str:
+    line = _line_of(lines.node if lines else None, fields)
     pointer = "/" + "/".join(str(f) for f in fields) if fields else "(top level)"
     return f"{path}{f' line {line}' if line else ''}: {pointer}"
 
@@ -92,7 +109,7 @@ def _where(path: Path, node: yaml.Node | None, fields: list) -> str:
 _SCHEMAS: dict[str, Draft202012Validator] = {}
 
 
-def _validate(path: Path, data: Any, node: yaml.Node | None, schema_dir: Path,
+def _validate(path: Path, data: Any, node: _Lines, schema_dir: Path,
               schema: str) -> None:
     if schema not in _SCHEMAS:
         document = json.loads((schema_dir / f"{schema}.schema.json").read_text())
@@ -243,7 +260,7 @@ _TEMPLATES = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
                                   trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
 
 
-def _template(path: Path, node: yaml.Node | None, fields: list, source: str) -> Template:
+def _template(path: Path, node: _Lines, fields: list, source: str) -> Template:
     try:
         return _TEMPLATES.from_string(source)
     except TemplateSyntaxError as exc:
@@ -251,7 +268,7 @@ def _template(path: Path, node: yaml.Node | None, fields: list, source: str) -> 
             from None
 
 
-def _load_rule(path: Path, node: yaml.Node | None, data: dict, orders: dict) -> Rule:
+def _load_rule(path: Path, node: _Lines, data: dict, orders: dict) -> Rule:
     where = lambda *fields: _where(path, node, list(fields))  # noqa: E731
     if data["id"] != path.stem:
         raise KnowledgeError(f"{where('id')}: id must equal the file name {path.stem!r}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cds_service.engine.dates import parse_fhir_datetime
+from cds_service.engine.valuesets import ValueSet, normalise_code
 
 # Confirmation levels. ``None`` means the resource does not count at all.
 CONFIRMED = "confirmed"
@@ -43,13 +44,18 @@ _NEGATIVE_INTERPRETATIONS = {"NEG", "ND"}
 
 
 def _codings(concept: object) -> list[tuple[str, str]]:
-    if not isinstance(concept, dict):
+    # On the hot path (every resource of every request): exact type checks, no helpers.
+    if concept.__class__ is not dict:
+        return []
+    codings = concept.get("coding")
+    if codings.__class__ is not list:
         return []
     out = []
-    for coding in concept.get("coding") or ():
-        if isinstance(coding, dict):
-            system, code = coding.get("system"), coding.get("code")
-            if isinstance(system, str) and isinstance(code, str):
+    for coding in codings:
+        if coding.__class__ is dict:
+            system = coding.get("system")
+            code = coding.get("code")
+            if system.__class__ is str and code.__class__ is str:
                 out.append((system, code))
     return out
 
@@ -124,7 +130,7 @@ def _observation_denied(obs: dict) -> bool:
     return False
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One resource with what the rules read from it."""
 
@@ -135,7 +141,17 @@ class Entry:
     date: datetime | None
     certainty: str | None  # CONFIRMED, SUSPECTED or None (does not count)
     status: str | None = None
-    text: str = ""
+    text_source: object = None  # the CodeableConcept (or string) the label comes from
+    seq: int = 0  # position in the record, so that lookups keep the record's order
+    _text: str | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        """Human text of what the resource records (computed when first asked for)."""
+        if self._text is None:
+            source = self.text_source
+            self._text = source.strip() if isinstance(source, str) else concept_text(source)
+        return self._text
 
     @property
     def counts(self) -> bool:
@@ -162,7 +178,7 @@ def _condition_entry(res: dict, ref: str) -> Entry:
         or parse_fhir_datetime(res.get("recordedDate"))
     )
     return Entry(res, "Condition", ref, _codings(res.get("code")), date, certainty,
-                 _first_code(res.get("clinicalStatus")), concept_text(res.get("code")))
+                 _first_code(res.get("clinicalStatus")), res.get("code"))
 
 
 def _observation_entry(res: dict, ref: str) -> Entry:
@@ -176,7 +192,7 @@ def _observation_entry(res: dict, ref: str) -> Entry:
         or parse_fhir_datetime(res.get("issued"))
     )
     return Entry(res, "Observation", ref, codings, date, CONFIRMED if counts else None,
-                 status if isinstance(status, str) else None, concept_text(res.get("code")))
+                 status if isinstance(status, str) else None, res.get("code"))
 
 
 def _procedure_entry(res: dict, ref: str) -> Entry:
@@ -185,7 +201,7 @@ def _procedure_entry(res: dict, ref: str) -> Entry:
         res.get("performedPeriod"))
     return Entry(res, "Procedure", ref, _codings(res.get("code")), date,
                  CONFIRMED if status == "completed" else None,
-                 status if isinstance(status, str) else None, concept_text(res.get("code")))
+                 status if isinstance(status, str) else None, res.get("code"))
 
 
 def _report_entry(res: dict, ref: str) -> Entry:
@@ -200,7 +216,7 @@ def _report_entry(res: dict, ref: str) -> Entry:
     )
     return Entry(res, "DiagnosticReport", ref, codings, date,
                  CONFIRMED if status in _REPORT_COUNTS else None,
-                 status if isinstance(status, str) else None, concept_text(res.get("code")))
+                 status if isinstance(status, str) else None, res.get("code"))
 
 
 def _imaging_entry(res: dict, ref: str) -> Entry:
@@ -211,7 +227,7 @@ def _imaging_entry(res: dict, ref: str) -> Entry:
     return Entry(res, "ImagingStudy", ref, codings, parse_fhir_datetime(res.get("started")),
                  None if status in _IMAGING_EXCLUDED else CONFIRMED,
                  status if isinstance(status, str) else None,
-                 res.get("description") if isinstance(res.get("description"), str) else "")
+                 res.get("description"))
 
 
 def _request_date(res: dict) -> datetime | None:
@@ -224,7 +240,7 @@ def _medication_entry(res: dict, ref: str) -> Entry:
     return Entry(res, "MedicationRequest", ref, _codings(res.get("medicationCodeableConcept")),
                  _request_date(res), CONFIRMED if status in _MEDICATION_COUNTS else None,
                  status if isinstance(status, str) else None,
-                 concept_text(res.get("medicationCodeableConcept")))
+                 res.get("medicationCodeableConcept"))
 
 
 def _service_request_entry(res: dict, ref: str) -> Entry:
@@ -232,7 +248,7 @@ def _service_request_entry(res: dict, ref: str) -> Entry:
     counts = status in _ORDER_PENDING or status == "completed"
     return Entry(res, "ServiceRequest", ref, _codings(res.get("code")), _request_date(res),
                  CONFIRMED if counts else None, status if isinstance(status, str) else None,
-                 concept_text(res.get("code")))
+                 res.get("code"))
 
 
 def _other_entry(res: dict, ref: str) -> Entry:
@@ -266,6 +282,9 @@ class PatientRecord:
 
     by_type: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
     by_ref: dict[str, Entry] = field(default_factory=dict)
+    sequence: list[Entry] = field(default_factory=list)
+    _by_code: dict[tuple[str, str], list[Entry]] | None = None
+    _by_system: dict[str, list[tuple[str, Entry]]] | None = None
 
     @classmethod
     def from_resources(cls, resources: Iterable[dict],
@@ -279,6 +298,8 @@ class PatientRecord:
             if entry is None or entry.ref in seen:
                 continue  # the same resource prefetched under two keys counts once
             seen.add(entry.ref)
+            entry.seq = len(record.sequence)
+            record.sequence.append(entry)
             record.by_type[entry.type].append(entry)
             record.by_ref[entry.ref] = entry
         for url, resource in (full_urls or {}).items():
@@ -286,6 +307,29 @@ class PatientRecord:
             if key in record.by_ref:
                 record.by_ref[url] = record.by_ref[key]
         return record
+
+    def _build_code_index(self) -> None:
+        by_code: dict[tuple[str, str], list[Entry]] = defaultdict(list)
+        by_system: dict[str, list[tuple[str, Entry]]] = defaultdict(list)
+        for entries in self.by_type.values():
+            for entry in entries:
+                if not entry.counts:
+                    continue
+                for system, code in entry.codings:
+                    by_code[(system, normalise_code(system, code))].append(entry)
+                    by_system[system].append((code, entry))
+        self._by_code, self._by_system = by_code, by_system
+
+    def with_codes_in(self, valueset: ValueSet) -> set[int]:
+        """Sequence numbers of counting entries with a code in ``valueset`` (any type)."""
+        if self._by_code is None:
+            self._build_code_index()
+        found = {e.seq for key in valueset.codes for e in self._by_code.get(key, ())}
+        for system, prefix in valueset.prefixes:
+            upper = prefix.upper()
+            found.update(e.seq for code, e in self._by_system.get(system, ())
+                         if code.upper().startswith(upper))
+        return found
 
     def entries(self, rtype: str, *, counting: bool = True) -> list[Entry]:
         found = self.by_type.get(rtype, [])

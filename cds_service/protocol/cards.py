@@ -9,11 +9,13 @@ violation raises ``CardError``; it is a defect in the service, never the client.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -40,8 +42,37 @@ def _model(resource_type: str):
         return None
 
 
-def check_fhir_resource(resource: dict) -> None:
-    """Raise CardError unless ``resource`` is a valid FHIR R4 resource."""
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+# Fields that change from one suggestion to the next while the structure stays the same.
+_PER_PATIENT = ("id", "subject", "encounter", "requester", "reasonReference", "note")
+
+
+def _structure(resource: dict) -> tuple[bytes, list[str], list[str]]:
+    """The resource with its per-patient values replaced, and those values."""
+    ids = [resource["id"]] if "id" in resource else []
+    refs: list[str] = []
+    shape = dict(resource)
+    for name in _PER_PATIENT:
+        value = shape.get(name)
+        if isinstance(value, dict) and "reference" in value:
+            refs.append(value["reference"])
+            shape[name] = {"reference": "Patient/placeholder"}
+        elif name == "reasonReference" and isinstance(value, list):
+            refs += [r.get("reference") for r in value if isinstance(r, dict)]
+            shape[name] = [{"reference": "Patient/placeholder"}]
+        elif name == "note" and isinstance(value, list):
+            shape[name] = [{"text": "placeholder"}] if all(
+                isinstance(n, dict) and isinstance(n.get("text"), str) and n["text"]
+                for n in value) else value
+    if ids:
+        shape["id"] = "placeholder"
+    return orjson.dumps(shape, option=orjson.OPT_SORT_KEYS), ids, refs
+
+
+@lru_cache(maxsize=512)
+def _check_structure(shape: bytes) -> None:
+    resource = orjson.loads(shape)
     model = _model(str(resource.get("resourceType")))
     if model is None:
         raise CardError(f"unknown FHIR resource type {resource.get('resourceType')!r}")
@@ -49,6 +80,20 @@ def check_fhir_resource(resource: dict) -> None:
         model.model_validate(resource)
     except ValidationError as exc:
         raise CardError(f"invalid {resource['resourceType']}: {exc.errors()[0]['msg']}") from None
+
+
+def check_fhir_resource(resource: dict) -> None:
+    """Raise CardError unless ``resource`` is a valid FHIR R4 resource.
+
+    The fhir.resources model validates each distinct structure once; the values
+    that differ per patient (ids, references, notes) are checked by pattern.
+    """
+    shape, ids, refs = _structure(resource)
+    if not all(isinstance(i, str) and _FHIR_ID.match(i) for i in ids):
+        raise CardError(f"invalid FHIR id in {resource.get('resourceType')}")
+    if not all(isinstance(r, str) and _REFERENCE.match(r) for r in refs):
+        raise CardError(f"invalid reference in {resource.get('resourceType')}")
+    _check_structure(shape)
 
 
 @dataclass(frozen=True)

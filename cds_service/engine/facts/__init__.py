@@ -112,7 +112,14 @@ class EvaluationContext:
               entries: Iterable[Entry] | None = None) -> list[tuple[Entry, CodeInfo]]:
         """Counting entries of ``rtype`` with a code in any of the value sets."""
         out = []
-        pool = self.record.entries(rtype) if entries is None else entries
+        if entries is None:  # the whole record: narrow it down with the code index first
+            candidates: set[int] = set()
+            for vs_id in vs_ids:
+                candidates |= self.record.with_codes_in(self.valuesets[vs_id])
+            pool = [e for e in map(self.record.sequence.__getitem__, sorted(candidates))
+                    if e.type == rtype]
+        else:
+            pool = list(entries)
         for entry in pool:
             for vs_id in vs_ids:
                 info = self.valuesets[vs_id].first_match(entry.codings)
