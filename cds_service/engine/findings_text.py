@@ -11,83 +11,91 @@ is pure (text in, findings out) and knows nothing of FHIR.
 
 Why our own code and not medspaCy's ConText
 -------------------------------------------
-medspaCy (PyPI ``medspacy`` 1.3.1) installs offline from the registry, but it
-brings spaCy 3.8 with thinc, blis, numpy, pydantic, srsly, cymem, preshed and
-PyRuSH -- well over 100 MB installed -- for four concepts, and each call runs
-a spaCy tokenizer, sentence splitter, matcher and ConText pass over a ``Doc``.
-Measured in a throw-away virtualenv (see the report of the change that added
-this module) that costs hundreds of microseconds to milliseconds per short
-report, whereas the service has a p99 budget of a few milliseconds for about
-ten report texts per request. Its default ConText rules would also have to be
-extended with the same target phrases and spine-specific pseudo-triggers as
-here. So this is a small implementation in the spirit of NegEx / ConText
-(Chapman et al. 2001; Harkema et al. 2009), built only on ``re`` with every
-pattern compiled at import:
+medspaCy (PyPI ``medspacy`` 1.3.1) installs offline from the registry, but
+measured in a throw-away virtualenv it brings spaCy 3.8, thinc, blis, numpy,
+pydantic, nltk, PyRuSH, QuickUMLS and more: 283 MB installed, for four
+concepts. Per call, on a 640-character report on this machine, its pipeline
+(target matcher + ConText) took about 4.3 ms with spaCy's rule sentencizer and
+about 40 ms with its default PyRuSH sentencizer -- against a p99 budget of a
+few milliseconds for about ten report texts per request. Its default ConText
+rules also missed "abscess cannot be excluded" and "may represent a seroma"
+(both left certain), so the same spine-specific rules would be needed anyway.
+So this is a small implementation in the spirit of NegEx / ConText (Chapman et
+al. 2001; Harkema et al. 2009) on ``re`` alone, with every pattern compiled at
+import and each pattern tried only where one of its lead words starts (about
+0.15-0.2 ms for a 600-character report here, about 20 µs for a short
+``code.text``):
 
 * **Targets** -- phrases for the four concepts in :data:`CONCEPTS`, tolerant
   of case, hyphens, plurals and British spelling.
 * **Triggers** -- negation, uncertainty, resolution/history and affirmation
   phrases, each looking forward (pre), backward (post) or both, with a word
   window; **pseudo-triggers** that contain a trigger word but are not one
-  ("no interval change", "without and with contrast", "partially resolved");
-  **terminators** ("but", "however", "although", "though", "yet", "except",
-  "aside from", "which", ";") and sentence boundaries that end a scope.
+  ("no interval change", "without and with contrast", "partially resolved",
+  "not drained"); **terminators** ("but", "however", "although", "though",
+  "yet", "except", "aside from", "which", ";") and sentence boundaries, which
+  end a scope.
 * **Scope** -- a pre-trigger reaches the nearest target after it within its
-  window, and then further targets joined to it as a list ("no abscess,
-  haematoma or seroma"); a post-trigger does the same backwards. A scope
-  ends at a terminator, a sentence boundary, or another trigger (the nearest
-  trigger wins). A forward list does not continue across an indefinite
-  article ("no abscess and a small seroma"), nor across "by" ("no compression
-  of the thecal sac by the collection").
+  window, then further targets joined to it as a list ("no abscess, haematoma
+  or seroma", "no collection or compression of the thecal sac", "no collection
+  to suggest abscess"); a post-trigger does the same backwards. A scope ends at
+  a terminator, a sentence boundary or another trigger (the nearest trigger
+  wins). A forward list does not continue across an indefinite article ("no
+  abscess and a small seroma") nor across "by" ("no compression of the thecal
+  sac by the collection"); a trigger's first target is not reached across a
+  comma ("no fracture or malalignment, small seroma").
 
 Status decisions
 ----------------
 * ``negated`` -- no, not, without, nor, negative for, free of, absence of, no
   evidence / sign / findings of, not seen / identified / visualised, absent,
-  ruled out, unlikely, "not consistent with".
+  ruled out, **unlikely**, "not consistent with".
 * ``uncertain`` -- possible, probable, probably, questionable, equivocal,
-  suspected, suspicious for, **concerning for** and worrisome for (they voice
-  a suspicion, not a diagnosis, so uncertain -- and uncertain still counts by
-  default in :func:`present_concepts`), suggestive of, may / might / could
-  represent, **cannot exclude / cannot be excluded / not excluded** (a
-  finding the radiologist cannot rule out is not asserted), less likely, rule
-  out / evaluate for (an indication's question), "versus" (except between two
-  words for the same concept: "seroma versus abscess" is still a collection),
-  and a question mark ("?abscess", "abscess?").
+  suspected, suspicious for, **concerning for** and worrisome for (they voice a
+  suspicion, not a diagnosis, so uncertain -- which still counts by default
+  in :func:`present_concepts`), suggestive of, may / might / could represent,
+  **cannot exclude / cannot be excluded / not excluded** (a finding the
+  radiologist cannot rule out is not asserted), less likely, rule out /
+  evaluate for (an indication's question), "versus" (except between two words
+  for the same concept: "seroma versus abscess" is a collection either way),
+  and a question mark ("?abscess", "abscess?"). A hedge on an infection
+  ("possible infected seroma", "cannot exclude infection of the seroma") does
+  not make the collection uncertain.
 * ``present`` -- anything else, including **"likely" / "most likely"**,
   "consistent with", "compatible with", "in keeping with", "presumed" and
-  "favoured": radiologists use "likely" for their working diagnosis
-  (Panicek & Hricak's certainty scale puts it with the diagnoses acted on),
-  so it is an assertion. "probable" and "probably" stay uncertain. Smaller,
-  decreasing, unchanged, "resolving" and "partially / nearly resolved"
-  findings are present (the finding is still there).
+  "favoured": radiologists use "likely" for the working diagnosis they expect
+  to be acted on, so it is an assertion here; "probable" and "probably" stay
+  uncertain as asked. Smaller, decreasing, unchanged, residual, "resolving",
+  "partially / nearly resolved" and "has not resolved" findings are present.
 * ``resolved`` -- resolved, has resolved, resolution of, interval resolution,
-  no longer seen / visualised / present, disappeared, and historical mentions
-  ("history of disc herniation", "s/p discectomy for disc herniation",
-  "following drainage of the abscess"): not a current finding.
+  no longer seen / visualised / present, disappeared, drained / evacuated /
+  removed, and historical mentions ("history of disc herniation", "s/p
+  discectomy for disc herniation", "following drainage of the abscess"): not a
+  current finding.
 
-"non-enhancing" / "nonenhancing" / "does not enhance" negate
-rim-enhancement only, so "non-enhancing fluid collection" is a present
-collection without enhancement. "enhancing collection" / "enhancing fluid"
-assert both a collection and rim enhancement. A bare "enhancement" (of a
-nerve root, of scar) is not rim enhancement; it is reported only when negated
-("collection without enhancement").
+"non-enhancing" / "nonenhancing" / "does not enhance" negate rim-enhancement
+only, so "non-enhancing fluid collection" is a present collection without
+enhancement. "enhancing collection" / "enhancing fluid" assert both a
+collection and rim enhancement. A bare "enhancement" (of a nerve root, of
+scar) is not rim enhancement; it is reported only when negated ("collection
+without enhancement").
 
 Known limits (deliberately unsupported)
 ---------------------------------------
 * A list continued after a negation by a comma alone is read as a list: "no
-  abscess, small seroma" negates the seroma (write "but", ";" or a new
-  sentence). Likewise "herniation at L4-5, seroma not seen" negates both.
+  abscess, small seroma" negates the seroma (a report writes "but", ";" or a
+  new sentence). Likewise "herniation at L4-5, seroma not seen" negates both.
 * "abutting" / "contacting" a nerve root is not compression (disc
   nomenclature keeps them apart) and is not matched; nor are phlegmon,
-  granulation tissue, epidural fibrosis, a disc bulge, foraminal or canal
-  stenosis without a compression word, or bare "extrusion" / "protrusion"
-  without a disc or location word (they are used for cement and screws).
-* Enhancement described in a different sentence from the collection
-  ("Collection. Its wall enhances.") is matched only if the second sentence
-  names a rim / peripheral / wall enhancement itself.
-* Double negation ("not without"), hedges spread over several sentences, and
-  temporal reasoning beyond the trigger words are out of scope.
+  granulation tissue, epidural fibrosis, a disc bulge, canal or foraminal
+  stenosis without a compression word, or a bare "extrusion" / "protrusion"
+  without a disc or location word (they are also said of cement and screws).
+* Enhancement told in another sentence than the collection ("Collection. Its
+  wall enhances.") counts only when that sentence itself names a rim, wall or
+  peripheral enhancement.
+* Double negation ("not without"), hedges spread over several sentences,
+  lists of more than a few words between items, and temporal reasoning beyond
+  the trigger words are out of scope.
 """
 
 from __future__ import annotations
@@ -204,11 +212,14 @@ _DISC_HERNIATION = (
     rf"|recurrent {_GW}{{0,2}}?herniations?"
     r"|herniations?(?! (?:of|into) (?:the )?(?:nerve |roots?|cord|fat|fluid|arachnoid|dura|bowel))"
     r"|hnps?"
-    r"|(?:central|paracentral|foraminal|extraforaminal|far lateral|subarticular|broad-based|"
-    rf"focal|posterior|left|right|large|small|moderate) {_NOT_HARDWARE}{_GW}{{0,2}}?"
-    r"(?:extrusions?|protrusions?)"
     rf"|dis[ck]s? {_GW}{{0,2}}?(?:is|are) {_W}?herniated"
     r")\b"
+)
+# "left paracentral extrusion": a location word makes a bare extrusion / protrusion a disc
+_DISC_LOCATED = (
+    r"(?:central|paracentral|foraminal|extraforaminal|far lateral|subarticular|broad-based|"
+    rf"focal|posterior|left|right|large|small|moderate) {_NOT_HARDWARE}{_GW}{{0,2}}?"
+    r"(?:extrusions?|protrusions?)\b"
 )
 
 # The text is lower-cased once, so the patterns are lower case and compiled
@@ -218,19 +229,22 @@ _COLL_LEADS = (
     "fluid* csf cerebrospinal serous loculated collection* seroma* pseudomeningocele* pseudo "
     "hematoma* haematoma* abscess* empyema*"
 )
-_TARGET_TABLE: tuple[tuple[str, str, str], ...] = (
-    ("fluid-collection", _FLUID_COLLECTION,
-     f"post* multiloculated {_COLL_LEADS}"),
+# (concept, pattern, lead words, a string that must occur within the first
+# characters from the lead for the pattern to be worth trying, how many)
+_TARGET_TABLE: tuple[tuple[str, str, str, str, int], ...] = (
+    ("fluid-collection", _FLUID_COLLECTION, f"post* multiloculated {_COLL_LEADS}", "", 0),
     ("rim-enhancement", _RIM_ENHANCEMENT,
      f"non nonenhancing does do did peripheral* rim ring wall marginal circumferential "
-     f"capsular surrounding enhanc* {_COLL_LEADS}"),
+     f"capsular surrounding enhanc* {_COLL_LEADS}", "enhanc", 200),
     ("neural-compression", _NEURAL_COMPRESSION,
      "compress* compromise effac* displac* imping* deform* indent* distort* encroach* mass "
-     "thecal dural dura spinal cord conus cauda nerve nerves root roots neural"),
+     "thecal dural dura spinal cord conus cauda nerve nerves root roots neural", "", 0),
     ("disc-herniation", _DISC_HERNIATION,
      "recurrent residual persistent new disc* disk* herniat* reherniat* re extrud* protru* "
-     "prolaps* sequest* migrated hnp hnps central paracentral foraminal extraforaminal far "
-     "subarticular broad focal posterior left right large small moderate"),
+     "prolaps* sequest* migrated hnp hnps", "", 0),
+    ("disc-herniation", _DISC_LOCATED,
+     "central paracentral foraminal extraforaminal far subarticular broad focal posterior "
+     "left right large small moderate", "trusion", 120),
 )
 
 _NEG, _UNC, _RES, _AFF = "NEG", "UNC", "RES", "AFF"
@@ -258,7 +272,8 @@ _TRIGGER_TABLE: tuple[tuple[str, str, str, int, int], ...] = (
     # --- pseudo-triggers: look like triggers, are not -----------------------
     ("no", rf"no (?:{_CHANGE_ADJ} ){{0,3}}{_CHANGE}", _PSEUDO, -1, -1),
     ("without", rf"without (?:{_CHANGE_ADJ} ){{0,3}}{_CHANGE}", _PSEUDO, -1, -1),
-    ("not", r"not (?:significantly )?(?:changed|increased|enlarged|grown)|not only",
+    ("not", r"not (?:significantly )?(?:changed|increased|enlarged|grown)|not only"
+     r"|not (?:yet |been |fully |completely )?(?:drained|evacuated|excised|resected|removed)",
      _PSEUDO, -1, -1),
     ("with without", r"with(?:out)? (?:and|or|&) with(?:out)?", _PSEUDO, -1, -1),
     ("w/o w/ w/wo", r"w/o (?:and|&) w/|w/ (?:and|&) w/o|w/wo|w/w/o", _PSEUDO, -1, -1),
@@ -374,10 +389,15 @@ def _alternatives(pattern: str) -> list[str]:
 
 
 class _Entry:
-    __slots__ = ("order", "kind", "pattern", "regex", "cat", "fwd", "bwd")
+    __slots__ = ("order", "kind", "pattern", "regex", "cat", "fwd", "bwd", "near", "within")
 
-    def __init__(self, order: int, kind: str, pattern: str, cat: str, fwd: int, bwd: int) -> None:
+    def __init__(
+        self, order: int, kind: str, pattern: str, cat: str, fwd: int, bwd: int,
+        near: str = "", within: int = 0,
+    ) -> None:
         self.order = order
+        self.near = near  # a target is tried only if this occurs within ``within`` chars
+        self.within = within
         self.kind = kind  # a concept, or "trigger"
         self.pattern = pattern  # alternatives longest first, spaces made tolerant
         self.regex = re.compile(f"(?:{pattern})" + r"(?!\w)")
@@ -393,9 +413,10 @@ def _sorted_alternatives(pattern: str) -> str:
 
 def _build_entries() -> tuple[dict[str, list[_Entry]], list[tuple[str, _Entry]], list[_Entry]]:
     entries: list[tuple[str, _Entry]] = []
-    for concept, pattern, leads in _TARGET_TABLE:
+    for concept, pattern, leads, near, within in _TARGET_TABLE:
         # the target alternations are ordered by hand: kept as they are
-        entries.append((leads, _Entry(len(entries), concept, _rx(pattern), "", -1, -1)))
+        entry = _Entry(len(entries), concept, _rx(pattern), "", -1, -1, near, within)
+        entries.append((leads, entry))
     for leads, pattern, cat, fwd, bwd in _TRIGGER_TABLE:
         entry = _Entry(len(entries), "trigger", _sorted_alternatives(pattern), cat, fwd, bwd)
         entries.append((leads, entry))
@@ -535,7 +556,9 @@ def _scan(low: str) -> tuple[list[_Target], list[_Trig]]:
         pos = ends[k - 1] + k if k else 0
         plan = plans[pieces[k]]
         for entry in plan.targets:
-            if pos >= reach.get(entry.kind, 0):
+            if pos >= reach.get(entry.kind, 0) and (
+                not entry.near or low.find(entry.near, pos, pos + entry.within) >= 0
+            ):
                 m = entry.regex.match(low, pos)
                 if m:
                     forced = entry.kind == "rim-enhancement" and m.group("neg") is not None
