@@ -98,7 +98,12 @@ class HookService:
     def invoke(self, service_id: str, body: object, now: datetime | None = None) -> Outcome:
         started = time.perf_counter()
         service = self.service(service_id)
-        violations = validate_request(body, None)
+        try:
+            violations = validate_request(body, None)
+        except RecursionError:  # a prefetch value nested close to the parser's limit
+            raise bad_request("The request body is nested too deeply",
+                              [Violation("/prefetch", "send FHIR resources, not deeply nested "
+                                                      "arrays")]) from None
         if violations:
             raise bad_request("The hook request is not valid CDS Hooks 2.0", violations)
         assert isinstance(body, dict)

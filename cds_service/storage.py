@@ -44,6 +44,19 @@ class FeedbackRecord(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+def _instant(text: str) -> datetime:
+    """An RFC 3339 date-time (as validated) as an aware UTC datetime.
+
+    Accepts lower-case ``t``/``z`` and a leap second (stored as :59), which
+    ``datetime.fromisoformat`` refuses; converts to UTC because SQLite keeps
+    no offset.
+    """
+    text = text.upper().replace("Z", "+00:00")
+    if text[17:19] == "60":
+        text = text[:17] + "59" + text[19:]
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
 def default_database_url(instance_path: str) -> str:
     folder = Path(instance_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,8 +95,7 @@ class Storage:
                 override_code=reason.get("code"),
                 override_display=reason.get("display"),
                 user_comment=(item.get("overrideReason") or {}).get("userComment"),
-                outcome_timestamp=datetime.fromisoformat(
-                    item["outcomeTimestamp"].replace("Z", "+00:00")),
+                outcome_timestamp=_instant(item["outcomeTimestamp"]),
                 received_at=now,
             ))
         with Session(self.engine) as session, session.begin():

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from cds_service.engine.findings_text import present_concepts
+from cds_service.engine.findings_text import find_findings
 from cds_service.engine.record import CONFIRMED, SUSPECTED, Entry, PatientRecord, concept_text
 from cds_service.engine.valuesets import CodeInfo, ValueSet
 
@@ -45,6 +45,19 @@ _REGION_BODY_SITES = {  # SNOMED body structures of the spine regions
 
 _OWN_FINDING_CODES = ValueSet("spine-cds-findings", "The service's own finding codes", "",
                               prefixes=((FINDING_SYSTEM, ""),))
+_ASSERTED = ("present", "uncertain")
+_SENTENCE_END = re.compile(r"[.;\n](?:\s|$)")
+
+
+def sentence_around(text: str, start: int, end: int) -> str:
+    """The sentence of ``text`` that holds the span, to quote it on a card."""
+    begin = 0
+    for match in _SENTENCE_END.finditer(text, 0, start):
+        begin = match.end()
+    stop = _SENTENCE_END.search(text, end)
+    return text[begin: stop.start() + 1 if stop else len(text)].strip()
+
+
 _ROUTINE_CATEGORIES = {"vital-signs", "laboratory", "social-history", "survey", "activity"}
 
 
@@ -217,12 +230,14 @@ class ImagingIndex:
                 if entry.seq in coded:
                     self._coded_findings(entry, found, seen)
                 for text in self._texts(entry):
-                    for concept, status in present_concepts(text).items():
-                        if concept in seen:
+                    for mention in find_findings(text):
+                        if mention.concept in seen or mention.status not in _ASSERTED:
                             continue
-                        certainty = entry.certainty if status == "present" else SUSPECTED
-                        found.append(self._finding(concept, certainty, entry, "text", text))
-                        seen.add(concept)
+                        certainty = entry.certainty if mention.status == "present" else SUSPECTED
+                        found.append(self._finding(mention.concept, certainty, entry, "text",
+                                                   sentence_around(text, mention.start,
+                                                                   mention.end)))
+                        seen.add(mention.concept)
         return found
 
     def _coded_findings(self, entry: Entry, found: list[ImagingFinding], seen: set[str]) -> None:

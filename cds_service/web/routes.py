@@ -50,12 +50,17 @@ def _read_json() -> object:
 
 
 def _too_deep(document: object) -> bool:
-    """True when arrays/objects nest deeper than MAX_JSON_DEPTH (checked without recursion)."""
+    """True when arrays/objects nest deeper than MAX_JSON_DEPTH (checked without recursion).
+
+    The prefetch payload (up to thousands of resources) is not walked: nothing reads it
+    recursively, so its depth is bounded by the JSON parser's own limit, and the cost of
+    this check stays independent of the size of the record.
+    """
     stack: list[tuple[object, int]] = [(document, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
-            children = node.values()
+            children = [v for k, v in node.items() if not (depth == 1 and k == "prefetch")]
         elif isinstance(node, list):
             children = node
         else:
