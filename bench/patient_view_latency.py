@@ -58,6 +58,8 @@ def filler(i: int, rng: random.Random) -> dict:
     if kind == 1:
         return {"resourceType": "Observation", "id": f"lab-{i}", "meta": _meta(i),
                 "status": "final", "subject": subject, "effectiveDateTime": day,
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                          "observation-category", "code": "laboratory"}]}],
                 "code": {"coding": [{"system": LOINC, "code": "2345-7",
                                      "display": "Glucose [Mass/volume] in Serum or Plasma"}]},
                 "valueQuantity": {"value": rng.randint(70, 140), "unit": "mg/dL",

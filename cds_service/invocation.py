@@ -117,7 +117,8 @@ class HookService:
         patient_ref = f"Patient/{context['patientId']}"
         resources = [r for key in gathered.resources for r in gathered.resources[key]
                      if not _other_patient(r, patient_ref)]
-        record = PatientRecord.from_resources(resources)
+        record = PatientRecord.from_resources(resources,
+                                              known_codes=self.knowledge.known_codes)
         drafts = _draft_entries(context)
         ctx = EvaluationContext(
             hook=service.hook, now=now or self.now(), record=record,

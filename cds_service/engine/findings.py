@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cds_service.engine.findings_text import find_findings
-from cds_service.engine.record import CONFIRMED, SUSPECTED, Entry, PatientRecord, concept_text
+from cds_service.engine.record import (
+    CONFIRMED,
+    FINDING_SYSTEM,
+    SUSPECTED,
+    Entry,
+    PatientRecord,
+    concept_text,
+)
 from cds_service.engine.valuesets import CodeInfo, ValueSet
 
-FINDING_SYSTEM = "urn:spine-cds:finding"
 FINDING_CONCEPTS = ("fluid-collection", "rim-enhancement", "neural-compression", "disc-herniation")
 # Value sets whose codes record one of the finding concepts.
 CODED_FINDINGS = {

@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 
 from cds_service.engine.facts import FACTS
-from cds_service.engine.valuesets import CodeInfo, ValueSet
+from cds_service.engine.valuesets import CodeInfo, ValueSet, all_codes
 from cds_service.fhir.prefetch import PrefetchSpec
 
 # Value sets the fact functions read by id: each must exist.
@@ -183,6 +183,7 @@ class Knowledge:
     threshold_notes: dict[str, str]
     rules: dict[str, Rule]
     directory: Path
+    known_codes: frozenset[tuple[str, str]] = frozenset()
 
     def rules_for(self, hook: str) -> list[Rule]:
         return [r for r in self.rules.values() if hook in r.hooks]
@@ -341,4 +342,5 @@ def load_knowledge(directory: Path | str | None = None,
                 raise KnowledgeError(f"{rule.source_file}: superseded_by names unknown rule "
                                      f"{other!r}")
     return Knowledge(services, valuesets, orders, thresholds,
-                     {k: v["description"] for k, v in threshold_data.items()}, rules, root)
+                     {k: v["description"] for k, v in threshold_data.items()}, rules, root,
+                     all_codes(valuesets))

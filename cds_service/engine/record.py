@@ -276,6 +276,32 @@ def make_entry(resource: dict, ordinal: int) -> Entry | None:
     return builder(resource, ref)
 
 
+_ROUTINE = frozenset({"vital-signs", "laboratory", "social-history", "survey", "activity"})
+FINDING_SYSTEM = "urn:spine-cds:finding"
+
+
+def _irrelevant_measurement(resource: dict, known_codes: frozenset[tuple[str, str]]) -> bool:
+    """A vital sign or lab Observation whose codes are in no value set: no fact reads it
+    (imaging findings are never read from routine categories either)."""
+    if resource.get("resourceType") != "Observation":
+        return False
+    categories = resource.get("category")
+    if categories.__class__ is not list:
+        return False
+    routine = False
+    for category in categories:
+        for _system, code in _codings(category):
+            if code in _ROUTINE:
+                routine = True
+    if not routine:
+        return False
+    for system, code in _codings(resource.get("code")) + _codings(
+            resource.get("valueCodeableConcept")):
+        if system == FINDING_SYSTEM or (system, normalise_code(system, code)) in known_codes:
+            return False
+    return True
+
+
 @dataclass
 class PatientRecord:
     """Every resource of the patient, by type and by reference."""
@@ -288,11 +314,16 @@ class PatientRecord:
 
     @classmethod
     def from_resources(cls, resources: Iterable[dict],
-                       full_urls: dict[str, dict] | None = None) -> PatientRecord:
+                       full_urls: dict[str, dict] | None = None,
+                       known_codes: frozenset[tuple[str, str]] | None = None) -> PatientRecord:
+        """Index ``resources``. With ``known_codes`` (every code of every value set),
+        routine measurements no fact can use (a heart rate, a glucose) are left out."""
         record = cls()
         seen: set[str] = set()
         for ordinal, resource in enumerate(resources):
             if not isinstance(resource, dict):
+                continue
+            if known_codes is not None and _irrelevant_measurement(resource, known_codes):
                 continue
             entry = make_entry(resource, ordinal)
             if entry is None or entry.ref in seen:

@@ -57,3 +57,8 @@ class ValueSet:
             if info is not None:
                 return info
         return None
+
+
+def all_codes(valuesets: dict[str, ValueSet]) -> frozenset[tuple[str, str]]:
+    """Every (system, normalised code) of every value set."""
+    return frozenset(key for vs in valuesets.values() for key in vs.codes)
