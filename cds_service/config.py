@@ -46,7 +46,15 @@ KEYS: tuple[Key, ...] = (
     Key("MAX_REQUEST_BYTES", "int", 32 * 1024 * 1024, "largest request body accepted (413)"),
     Key("KNOWLEDGE_DIR", "str", None, "folder of services, rules and value sets"),
     Key("THRESHOLDS", "mapping", None, "overrides of the clinical thresholds"),
-    Key("SANDBOX", "bool", True, "serve the /sandbox page"),
+    Key("SANDBOX", "bool", True, "serve the /sandbox page (turn off in production)"),
+    Key("AUDIT", "bool", True, "store an audit record of every invocation (no patient data)"),
+    Key("SUPPRESSION_WINDOW_HOURS", "float", 24.0,
+        "hide a non-critical card overridden for the same patient, rule and reason"),
+    Key("PATIENT_HASH_SECRET", "str", None,
+        "HMAC key that pseudonymises patients in storage (default: a file in the instance folder)"),
+    Key("REQUEST_TIME_BUDGET_SECONDS", "float", 10.0, "a hook call taking longer gets 503"),
+    Key("LOG_FORMAT", "str", "json", "json (one object per line) or text"),
+    Key("METRICS", "bool", True, "serve Prometheus metrics at /metrics"),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
