@@ -168,6 +168,8 @@ def _condition_entry(res: dict, ref: str) -> Entry:
     certainty: str | None = CONFIRMED
     if clinical and not clinical & _CONDITION_ACTIVE:
         certainty = None
+    elif not clinical and any(key.startswith("abatement") for key in res):
+        certainty = None  # an abated condition without a status is over, not active
     elif verification & _CONDITION_EXCLUDED:
         certainty = None
     elif verification & _CONDITION_SUSPECTED:
