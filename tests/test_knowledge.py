@@ -133,3 +133,24 @@ def test_rules_doc_command_prints_every_rule():
     assert result.returncode == 0, result.stderr
     for rule_id in CONTRACT_RULES:
         assert f"`{rule_id}`" in result.stdout
+
+
+SEEDS = REPO.parent / "shared" / "seeds"
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="shared/seeds is not beside the repository")
+def test_no_card_text_repeats_seven_words_of_the_source_documents():
+    import re
+
+    source = " ".join(p.read_text(encoding="utf-8") for p in SEEDS.glob("*.txt")).lower()
+    source = " ".join(re.findall(r"[a-z0-9%.,'-]+", source))
+    shared = {}
+    for rule in load_knowledge().rules.values():
+        text = f"{rule.raw['card']['summary']} {rule.raw['card']['detail']}".lower()
+        text = re.sub(r"\{[{%].*?[}%]\}", " ", text)
+        words = re.findall(r"[a-z0-9%.,'-]+", text)
+        found = {" ".join(words[i:i + 7]) for i in range(len(words) - 6)
+                 if " ".join(words[i:i + 7]) in source}
+        if found:
+            shared[rule.id] = sorted(found)
+    assert shared == {}
