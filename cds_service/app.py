@@ -14,10 +14,16 @@ from werkzeug.exceptions import HTTPException
 from cds_service.config import load_settings
 from cds_service.engine.knowledge import Knowledge, load_knowledge
 from cds_service.errors import ClientError
+from cds_service.history import InvocationHistory
 from cds_service.invocation import HookService
 from cds_service.security.jwt_auth import JwtVerifier
 from cds_service.storage import Storage, default_database_url
+from cds_service.time_budget import RETRY_AFTER_SECONDS
+from cds_service.web.headers import secure_headers
+from cds_service.web.health import operations
+from cds_service.web.observability import instrument
 from cds_service.web.routes import api, json_response
+from cds_service.web.sandbox import sandbox
 
 log = logging.getLogger("cds_service")
 
@@ -31,6 +37,7 @@ class CdsExtension:
     hooks: HookService
     storage: Storage
     verifier: JwtVerifier | None
+    history: InvocationHistory
 
 
 def _verifier(settings: dict[str, Any]) -> JwtVerifier | None:
@@ -49,6 +56,8 @@ def _register_errors(app: Flask) -> None:
         response = json_response(exc.body(), exc.status)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.errorhandler(HTTPException)
@@ -82,10 +91,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     knowledge = load_knowledge(settings["KNOWLEDGE_DIR"], settings["THRESHOLDS"])
     storage = Storage(settings["DATABASE_URL"] or default_database_url(app.instance_path))
     app.extensions["cds"] = CdsExtension(settings, knowledge, HookService(knowledge, settings),
-                                         storage, _verifier(settings))
+                                         storage, _verifier(settings),
+                                         InvocationHistory(storage, settings, app.instance_path))
     CORS(app, resources={r"/cds-services*": {"origins": settings["CORS_ORIGINS"]}},
          allow_headers=["Authorization", "Content-Type"], methods=["GET", "POST", "OPTIONS"],
          supports_credentials=False, max_age=600)
     app.register_blueprint(api)
+    app.register_blueprint(operations)
+    instrument(app)
+    secure_headers(app)
+    if settings["SANDBOX"]:
+        app.register_blueprint(sandbox)
     _register_errors(app)
     return app

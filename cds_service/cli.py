@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from cds_service.commands.check import check
+from cds_service.commands.fire import fire
 from cds_service.commands.rules_doc import rules_doc
 from cds_service.commands.serve import serve
+from cds_service.commands.validate import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +19,9 @@ def main() -> None:
 
 main.add_command(serve)
 main.add_command(rules_doc)
+main.add_command(fire)
+main.add_command(validate)
+main.add_command(check)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

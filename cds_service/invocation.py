@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cds_service.engine.evaluate import fire_rules
+from cds_service.engine.evaluate import FiredRule, fire_rules
 from cds_service.engine.facts import EvaluationContext
 from cds_service.engine.knowledge import Knowledge, ServiceDefinition
 from cds_service.engine.record import Entry, PatientRecord, make_entry, reference_key
@@ -20,6 +20,7 @@ from cds_service.errors import ClientError, Violation, bad_request
 from cds_service.fhir.prefetch import gather
 from cds_service.protocol.cards import Card
 from cds_service.protocol.validation import validate_request
+from cds_service.time_budget import Deadline
 
 _PATIENT_FIELDS = ("subject", "patient")
 
@@ -33,6 +34,10 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     resources: int = 0
     duration_ms: float = 0.0
+    #: card uuid -> the FHIR references of the facts behind that card (its reason)
+    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: rule ids of the cards held back by suppression (see ``suppression``)
+    suppressed: list[str] = field(default_factory=list)
 
     def response(self) -> dict:
         return {"cards": [card.to_json() for card in self.cards]}
@@ -50,6 +55,12 @@ def _other_patient(resource: dict, patient_ref: str) -> bool:
         if key and key.startswith("Patient/"):
             return key != patient_ref
     return False
+
+
+def _references(fired: FiredRule) -> tuple[str, ...]:
+    """The FHIR references behind a fired rule (an evidence item may cite several)."""
+    return tuple(sorted({ref.strip() for item in fired.evidence for ref in item.ref.split(",")
+                         if ref.strip()}))
 
 
 def _draft_entries(context: dict) -> list[Entry]:
@@ -95,8 +106,13 @@ class HookService:
                               [Violation("", f"known services: {known}")])
         return found
 
-    def invoke(self, service_id: str, body: object, now: datetime | None = None) -> Outcome:
+    def invoke(self, service_id: str, body: object, now: datetime | None = None,
+               deadline: Deadline | None = None) -> Outcome:
+        """Raises ``ClientError``: 400, 404, 412, and 503 when ``deadline`` (default: the
+        REQUEST_TIME_BUDGET_SECONDS from now) passes before the cards are ready."""
         started = time.perf_counter()
+        if deadline is None:
+            deadline = Deadline(self.settings.get("REQUEST_TIME_BUDGET_SECONDS"), started)
         service = self.service(service_id)
         try:
             violations = validate_request(body, None)
@@ -113,12 +129,18 @@ class HookService:
                 [Violation("/hook", f"send hook {service.hook!r} to this service, or call the "
                                     f"service registered for {body['hook']!r}")])
         context = body["context"]
-        gathered = gather(list(service.prefetch), body, self.settings)
+        try:
+            gathered = gather(list(service.prefetch), body, self.settings, deadline=deadline)
+        except ClientError:
+            deadline.check("fetching FHIR data")  # data missing for want of time: 503, not 412
+            raise
+        deadline.check("fetching FHIR data")
         patient_ref = f"Patient/{context['patientId']}"
         resources = [r for key in gathered.resources for r in gathered.resources[key]
                      if not _other_patient(r, patient_ref)]
         record = PatientRecord.from_resources(resources,
                                               known_codes=self.knowledge.known_codes)
+        deadline.check("indexing the record")
         drafts = _draft_entries(context)
         ctx = EvaluationContext(
             hook=service.hook, now=now or self.now(), record=record,
@@ -126,9 +148,12 @@ class HookService:
             orders=_orders_under_evaluation(service.hook, context, drafts), drafts=drafts)
         who = OrderContext(str(context["patientId"]), context.get("encounterId"),
                            context.get("userId"))
-        cards = [render_card(self.knowledge, ctx, fired, who)
-                 for fired in fire_rules(self.knowledge, ctx)]
+        fired_rules = fire_rules(self.knowledge, ctx)
+        cards = [render_card(self.knowledge, ctx, fired, who) for fired in fired_rules]
+        references = {card.uuid: _references(fired)
+                      for card, fired in zip(cards, fired_rules, strict=True)}
+        deadline.check("evaluating the rules")
         order = {"critical": 0, "warning": 1, "info": 2}
         cards.sort(key=lambda c: order[c.indicator])
         return Outcome(cards, [c.rule_id for c in cards], gathered.notes, len(record),
-                       (time.perf_counter() - started) * 1000)
+                       (time.perf_counter() - started) * 1000, references)

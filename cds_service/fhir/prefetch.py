@@ -23,8 +23,10 @@ from urllib.parse import quote
 
 import requests
 
+from .. import metrics
 from ..config import KEYS_BY_NAME
 from ..errors import Violation, bad_request, pointer_join, precondition_failed
+from ..time_budget import Deadline
 from .client import FhirClient, FhirFetchError, bundle_resources, next_link
 from .servers import server_allowed
 
@@ -184,8 +186,12 @@ def gather(
     request: dict,
     settings: dict,
     session: requests.Session | None = None,
+    deadline: Deadline | None = None,
 ) -> GatheredData:
     """The data for every spec key, prefetched or fetched; see the module docstring.
+
+    All fetches share one time budget: ``FHIR_TOTAL_TIMEOUT``, or what is left
+    before ``deadline`` (the hook call's budget) when that is less.
 
     Raises ``ClientError`` 400 for a disallowed ``fhirServer`` (checked first,
     never contacted) and 412 listing every required key that is unavailable.
@@ -204,11 +210,14 @@ def gather(
         if server is None:
             raise _Unavailable("there is no fhirServer to fetch it from")
         if client is None:
+            budget = float(_setting(settings, "FHIR_TOTAL_TIMEOUT"))
+            if deadline is not None:
+                budget = max(0.0, min(budget, deadline.remaining()))
             client = FhirClient(
                 server,
                 _token(request),
                 connect_timeout=float(_setting(settings, "FHIR_CONNECT_TIMEOUT")),
-                total_timeout=float(_setting(settings, "FHIR_TOTAL_TIMEOUT")),
+                total_timeout=budget,
                 retries=int(_setting(settings, "FHIR_RETRIES")),
                 page_limit=int(_setting(settings, "FHIR_PAGE_LIMIT")),
                 session=session,
@@ -224,11 +233,13 @@ def gather(
                                "in this request") from None
         except ValueError as exc:
             raise _Unavailable(f"the template cannot be filled in: {exc}") from None
+        interaction = "read" if is_read(relative) else "search"
         try:
-            if is_read(relative):
-                resource = fhir.read(relative)
-                return [resource] if resource is not None else []
-            return fhir.search(relative)
+            with metrics.fhir_fetch(interaction):
+                if interaction == "read":
+                    resource = fhir.read(relative)
+                    return [resource] if resource is not None else []
+                return fhir.search(relative)
         except FhirFetchError as exc:
             raise _Unavailable(f"fetching it failed: {exc}") from None
 
@@ -251,7 +262,9 @@ def gather(
                     # a paginated prefetch: the rest is on the FHIR server
                     try:
                         rtype = spec.template.split("?", 1)[0].split("/", 1)[0]
-                        found = found + get_client().continue_search(value, rtype)
+                        fhir = get_client()
+                        with metrics.fhir_fetch("search"):
+                            found = found + fhir.continue_search(value, rtype)
                     except (_Unavailable, FhirFetchError) as exc:
                         reason = f"is paginated and its next pages could not be fetched: {exc}"
                         if spec.required:
@@ -271,7 +284,7 @@ def gather(
                 out.sources[key] = "prefetch"
 
             if why_fetch is None:
-                log.info("prefetch key %s: prefetched, %d resource(s)", key,
+                log.debug("prefetch key %s: prefetched, %d resource(s)", key,
                          len(out.resources[key]))
                 continue
             try:

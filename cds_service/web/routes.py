@@ -6,17 +6,17 @@ in ``invocation`` and ``protocol``; the clinical work in ``engine``.
 
 from __future__ import annotations
 
-import logging
-import time
-
 import orjson
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from cds_service import metrics
 from cds_service.errors import ClientError, Violation, bad_request
 from cds_service.protocol.validation import validate_feedback
 from cds_service.security.jwt_auth import JwtRejected
+from cds_service.time_budget import Deadline
+from cds_service.web.observability import hook_fields
 
-log = logging.getLogger("cds_service.requests")
 api = Blueprint("cds_hooks", __name__)
 
 #: Deepest JSON nesting accepted. FHIR resources stay far below it; deeper
@@ -34,6 +34,9 @@ def _read_json() -> object:
         raise ClientError(415, "Send the body as JSON with Content-Type: application/json",
                           [Violation("", f"Content-Type was {request.mimetype or 'missing'!r}")])
     data = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()  # werkzeug cuts a chunked body at the limit silently
     if not data:
         raise bad_request("The request body is empty; send a JSON object",
                           [Violation("", "empty body")])
@@ -75,7 +78,6 @@ def _too_deep(document: object) -> bool:
 @api.before_request
 def authenticate() -> None:
     """Every call needs a valid CDS Hooks JWT when JWT_ISSUERS is configured."""
-    g.started = time.perf_counter()
     verifier = current_app.extensions["cds"].verifier
     if verifier is None or request.method == "OPTIONS":
         return
@@ -84,6 +86,7 @@ def authenticate() -> None:
     try:
         g.jwt_claims = verifier.verify(request.headers.get("Authorization"), audience)
     except JwtRejected:
+        metrics.record_jwt_rejection(request.endpoint or "none")
         raise ClientError(401, "Unauthorized") from None
 
 
@@ -98,14 +101,19 @@ def invoke(service_id: str) -> Response:
     service = current_app.extensions["cds"].hooks
     service.service(service_id)  # 404 before reading the body
     body = _read_json()
-    outcome = service.invoke(service_id, body)
-    g.log_fields = {
-        "service": service_id,
-        "hook": body.get("hook") if isinstance(body, dict) else None,
-        "hookInstance": body.get("hookInstance") if isinstance(body, dict) else None,
-        "rules": outcome.rule_ids,
-        "resources": outcome.resources,
-    }
+    g.log_fields = hook_fields(body)
+    deadline = Deadline(current_app.config["REQUEST_TIME_BUDGET_SECONDS"],
+                        g.get("request_started"))
+    history = current_app.extensions["cds"].history
+    try:
+        outcome = service.invoke(service_id, body, deadline=deadline)
+    except ClientError as exc:
+        history.record_failure(service_id, body, exc.status, deadline.started)
+        raise
+    history.settle(service_id, body, outcome)  # suppression and audit, committed before answering
+    g.log_fields.update(rules=outcome.rule_ids, suppressed=outcome.suppressed,
+                        resources=outcome.resources)
+    metrics.record_cards(service_id, outcome.cards)
     return json_response(outcome.response())
 
 
@@ -118,15 +126,6 @@ def feedback(service_id: str) -> Response:
     if violations:
         raise bad_request("The feedback is not valid CDS Hooks 2.0 feedback", violations)
     stored = extension.storage.record_feedback(service_id, body["feedback"])
-    g.log_fields = {"service": service_id, "feedback": stored}
+    metrics.record_feedback(service_id, (item["outcome"] for item in body["feedback"]))
+    g.log_fields = {"feedback": stored}
     return json_response({"stored": stored})
-
-
-@api.after_request
-def log_request(response: Response) -> Response:
-    fields = getattr(g, "log_fields", {})
-    started = getattr(g, "started", None)
-    duration = (time.perf_counter() - started) * 1000 if started else 0.0
-    log.info("%s %s -> %d in %.1f ms %s", request.method, request.path, response.status_code,
-             duration, orjson.dumps(fields).decode() if fields else "")
-    return response
