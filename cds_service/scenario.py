@@ -9,7 +9,8 @@ A scenario file is JSON::
       "evaluationTime": "2026-06-15T12:00:00Z",
       "expectedRules": ["urgent-decompression", ...],    (exactly these fire)
       "silentRules": ["asymptomatic-reherniation"],     (what the scenario proves silent)
-      "record": { a FHIR Bundle (collection, searchset, transaction...) with one Patient },
+      "record": { a FHIR Bundle (collection, searchset, transaction...) with one Patient;
+                  urn:uuid references between its entries are resolved },
       "draftOrders": [ FHIR request resources ],          (order hooks)
       "selections": ["ServiceRequest/ct-1"]               (order-select; default: all drafts)
     }
@@ -32,6 +33,7 @@ from cds_service.config import parse_instant
 from cds_service.engine.knowledge import ServiceDefinition
 
 HOOKS = ("patient-view", "order-select", "order-sign")
+URN_UUID = "urn:uuid:"
 _TEMPLATE_TYPE = re.compile(r"^([A-Z][A-Za-z]+)")
 
 
@@ -58,6 +60,39 @@ def record_resources(bundle: Any, where: str = "record") -> list[dict]:
             raise ScenarioError(f"{where}: entry {i} has no resource with a resourceType")
         resources.append(resource)
     return resources
+
+
+def local_references(bundle: dict) -> dict[str, str]:
+    """``fullUrl`` -> ``Type/id`` for every entry of ``bundle`` (ids assigned from urn:uuid)."""
+    mapping: dict[str, str] = {}
+    for entry in bundle.get("entry") or ():
+        if not isinstance(entry, dict):
+            continue
+        full_url, resource = entry.get("fullUrl"), entry.get("resource")
+        if not isinstance(full_url, str) or not isinstance(resource, dict) \
+                or not isinstance(resource.get("resourceType"), str):
+            continue
+        if not resource.get("id") and full_url.startswith(URN_UUID):
+            resource["id"] = full_url[len(URN_UUID):]
+        if isinstance(resource.get("id"), str) and resource["id"]:
+            mapping[full_url] = f"{resource['resourceType']}/{resource['id']}"
+    return mapping
+
+
+def rewrite_references(document: Any, mapping: dict[str, str]) -> None:
+    """Replace, in place, every ``reference`` that names a key of ``mapping``."""
+    if not mapping:
+        return
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            reference = node.get("reference")
+            if isinstance(reference, str) and reference in mapping:
+                node["reference"] = mapping[reference]
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
 def the_patient(resources: list[dict], where: str = "record") -> dict:
@@ -167,6 +202,7 @@ def load_scenario(path: Path | str) -> Scenario:
         except ValueError as exc:
             raise ScenarioError(f"{path}: {exc}") from None
     resources = record_resources(data.get("record"), f"{path}: record")
+    rewrite_references(resources, local_references(data["record"]))
     the_patient(resources, f"{path}: record")
     drafts = data.get("draftOrders") or []
     if not isinstance(drafts, list):

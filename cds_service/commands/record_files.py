@@ -15,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.commands.boundary import CommandError
-from cds_service.scenario import ScenarioError, record_resources, the_patient
+from cds_service.scenario import (
+    ScenarioError,
+    local_references,
+    record_resources,
+    rewrite_references,
+    the_patient,
+)
 
 STDIN = "-"
-_URN_UUID = "urn:uuid:"
 
 
 def read_json(path: str, what: str) -> Any:
@@ -41,39 +46,6 @@ def read_json(path: str, what: str) -> Any:
                            f"{exc.msg})") from None
     except RecursionError:
         raise CommandError(f"{name} is nested too deeply to be read") from None
-
-
-def local_references(bundle: dict) -> dict[str, str]:
-    """``fullUrl`` -> ``Type/id`` for every entry of ``bundle`` (ids assigned from urn:uuid)."""
-    mapping: dict[str, str] = {}
-    for entry in bundle.get("entry") or ():
-        if not isinstance(entry, dict):
-            continue
-        full_url, resource = entry.get("fullUrl"), entry.get("resource")
-        if not isinstance(full_url, str) or not isinstance(resource, dict) \
-                or not isinstance(resource.get("resourceType"), str):
-            continue
-        if not resource.get("id") and full_url.startswith(_URN_UUID):
-            resource["id"] = full_url[len(_URN_UUID):]
-        if isinstance(resource.get("id"), str) and resource["id"]:
-            mapping[full_url] = f"{resource['resourceType']}/{resource['id']}"
-    return mapping
-
-
-def rewrite_references(document: Any, mapping: dict[str, str]) -> None:
-    """Replace, in place, every ``reference`` that names a key of ``mapping``."""
-    if not mapping:
-        return
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            reference = node.get("reference")
-            if isinstance(reference, str) and reference in mapping:
-                node["reference"] = mapping[reference]
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
 def load_patient_bundle(path: str) -> tuple[list[dict], dict[str, str]]:
