@@ -30,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     make_url,
     select,
     text,
@@ -39,6 +40,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
 from cds_service import migrations
+
+
+def _columns(row: Base) -> dict:
+    """The column values set on an unsaved ORM object, for a Core insert."""
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns
+            if getattr(row, c.key) is not None}
 
 
 class Base(DeclarativeBase):
@@ -213,13 +220,15 @@ class Storage:
     def record_invocation(self, audit: AuditRecord | None,
                           issued: Iterable[IssuedCardRecord]) -> None:
         """The audit record and the issued cards of one hook call, in one transaction."""
-        rows: list[Base] = list(issued)
-        if audit is not None:
-            rows.append(audit)
-        if not rows:
+        cards = [_columns(card) for card in issued]
+        if audit is None and not cards:
             return
-        with Session(self.engine) as session, session.begin():
-            session.add_all(rows)
+        # Core inserts, not the ORM unit of work: this runs on every hook call.
+        with self.engine.begin() as connection:
+            if cards:
+                connection.execute(insert(IssuedCardRecord), cards)
+            if audit is not None:
+                connection.execute(insert(AuditRecord), [_columns(audit)])
 
     def overrides_since(self, patient_key: str, since: datetime) -> set[tuple[str, str]]:
         """(rule id, reason) of every override for this patient at or after ``since``."""

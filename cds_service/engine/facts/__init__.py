@@ -81,6 +81,7 @@ class EvaluationContext:
     thresholds: dict[str, float]
     orders: list[Entry] = field(default_factory=list)  # the draft orders under evaluation
     drafts: list[Entry] = field(default_factory=list)  # every draft order of the session
+    memo: dict = field(default_factory=dict)  # per-request lookups facts may share
     _facts: dict[str, Fact] = field(default_factory=dict)
     _imaging: ImagingIndex | None = None
 

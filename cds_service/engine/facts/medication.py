@@ -40,9 +40,13 @@ def medication_codings(ctx: EvaluationContext, entry: Entry) -> tuple[list, str]
 
 def is_opioid(ctx: EvaluationContext, entry: Entry) -> bool:
     codings, text = medication_codings(ctx, entry)
-    if ctx.valuesets["opioids"].first_match(codings):
-        return True
-    return bool(text and _OPIOID_NAMES.search(text))
+    key = (tuple(codings), text)
+    known = ctx.memo.get(key)  # a chart repeats the same few products many times
+    if known is None:
+        known = bool(ctx.valuesets["opioids"].first_match(codings)
+                     or (text and _OPIOID_NAMES.search(text)))
+        ctx.memo[key] = known
+    return known
 
 
 def _start(res: dict) -> datetime | None:
