@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 
-from cds_service import create_app
 from cds_service.protocol.validation import (
     PREFETCH_TOKEN_FIELDS,
     USER_TOKENS,
@@ -34,15 +33,13 @@ TOKEN = re.compile(r"\{\{(.*?)\}\}")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """One app for the tests of this module that need no particular configuration."""
-    folder = tmp_path_factory.mktemp("db")
-    return create_app({"DATABASE_URL": f"sqlite:///{folder / 'cds.sqlite'}", "TESTING": True})
+def app(module_client):
+    return module_client.application
 
 
 @pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
+def client(module_client):
+    return module_client
 
 
 @pytest.fixture

@@ -26,15 +26,13 @@ SPEC_EXAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """One app and database for the module; each test looks only at its own card ids."""
-    folder = tmp_path_factory.mktemp("db")
-    return create_app({"DATABASE_URL": f"sqlite:///{folder / 'cds.sqlite'}", "TESTING": True})
+def app(module_client):
+    return module_client.application
 
 
 @pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
+def client(module_client):
+    return module_client
 
 
 def fresh(name: str) -> dict:

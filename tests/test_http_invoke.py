@@ -17,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from cds_service import create_app
 from tests.conftest import REFERENCE, assert_conformant
 from tests.fhir_server import FakeFhirServer, outcome
 
@@ -36,15 +35,13 @@ PATIENT = "p1"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """One app for the tests of this module that need no particular configuration."""
-    folder = tmp_path_factory.mktemp("db")
-    return create_app({"DATABASE_URL": f"sqlite:///{folder / 'cds.sqlite'}", "TESTING": True})
+def app(module_client):
+    return module_client.application
 
 
 @pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
+def client(module_client):
+    return module_client
 
 
 def empty_bundle() -> dict:

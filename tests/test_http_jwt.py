@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from cds_service import create_app
-from tests.conftest import REFERENCE
+from tests.conftest import REFERENCE, SPEC_TOKEN
 
 ISS = "https://ehr.example.org"
 KID = "ehr-key-1"
@@ -40,14 +40,6 @@ SPEC_PRIVATE_JWK = {
     "y": "XMcRuuoGW7CXjQdy-F5i3FeBE0x9hPLdeFdSoDd3ELmx404tLX0VRRcqzAsPhXcI",
     "alg": "ES384"}
 SPEC_PUBLIC_JWKS = {"keys": [{k: v for k, v in SPEC_PRIVATE_JWK.items() if k != "d"}]}
-SPEC_TOKEN = (
-    "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCIsImtpZCI6ImV4YW1wbGUta2lkIiwiamt1IjoiaHR0cHM6Ly9maGlyLW"
-    "Voci5leGFtcGxlLmNvbS9qd2tfdXJpIn0.eyJpc3MiOiJodHRwczovL2ZoaXItZWhyLmV4YW1wbGUuY29tLyIsImF1"
-    "ZCI6Imh0dHBzOi8vY2RzLmV4YW1wbGUub3JnL2Nkcy1zZXJ2aWNlcy9zb21lLXNlcnZpY2UiLCJleHAiOjE0MjI1Nj"
-    "g4NjAsImlhdCI6MTMxMTI4MDk3MCwianRpIjoiZWUyMmIwMjEtZTFiNy00NjExLWJhNWItOGVlYzZhMzNhYzFlIiwi"
-    "dGVuYW50IjoiMmRkZDZjM2EtOGU5YS00NGM2LWEzMDUtNTIxMTFhZDMwMmEyIn0.d1WfLjGRKlcWB94l9do4cM8REX"
-    "eYJLL6SGUBO8VHZhfM8mwKYP70EMxJ67War4TQblEpaQrp11wx5p7oPFm2ETYgCicS84vXWEIYTdjooZdooCSDf2L8"
-    "-i4awdoUwiEb")
 # Words that would tell a caller why its token failed.
 REASON_WORDS = ("expired", "signature", "aud", "audience", "iss", "kid", "alg", "jti", "replay",
                 "tenant", "nbf", "iat", "jwks", "header")

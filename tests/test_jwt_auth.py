@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.security.jwt_auth import JwtRejected, JwtVerifier
+from tests.conftest import SPEC_TOKEN
 
 NOW = 1_800_000_000.0
 ISS = "https://ehr.example.org"
@@ -34,14 +35,6 @@ SPEC_PUBLIC_JWKS = {"keys": [{
     "alg": "ES384"}]}
 SPEC_PRIVATE_JWK = dict(SPEC_PUBLIC_JWKS["keys"][0],
                         d="SeFXUXda8UomZ8GFUl7HH_Oi15rIbfMcsWj9ecIsDR8kLbqsEz2CGNgwy_IcILxy")
-SPEC_TOKEN = (
-    "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCIsImtpZCI6ImV4YW1wbGUta2lkIiwiamt1IjoiaHR0cHM6Ly9maGlyLW"
-    "Voci5leGFtcGxlLmNvbS9qd2tfdXJpIn0.eyJpc3MiOiJodHRwczovL2ZoaXItZWhyLmV4YW1wbGUuY29tLyIsImF1"
-    "ZCI6Imh0dHBzOi8vY2RzLmV4YW1wbGUub3JnL2Nkcy1zZXJ2aWNlcy9zb21lLXNlcnZpY2UiLCJleHAiOjE0MjI1Nj"
-    "g4NjAsImlhdCI6MTMxMTI4MDk3MCwianRpIjoiZWUyMmIwMjEtZTFiNy00NjExLWJhNWItOGVlYzZhMzNhYzFlIiwi"
-    "dGVuYW50IjoiMmRkZDZjM2EtOGU5YS00NGM2LWEzMDUtNTIxMTFhZDMwMmEyIn0.d1WfLjGRKlcWB94l9do4cM8REX"
-    "eYJLL6SGUBO8VHZhfM8mwKYP70EMxJ67War4TQblEpaQrp11wx5p7oPFm2ETYgCicS84vXWEIYTdjooZdooCSDf2L8"
-    "-i4awdoUwiEb")
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -8,7 +8,6 @@ names one); each test works in a schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,7 @@ from sqlalchemy import create_engine, inspect, make_url, select, table, text
 
 from cds_service import migrations
 from cds_service.storage import Storage
-from tests.test_storage_migrations import TABLES, _open
+from tests.test_storage_migrations import TABLES, assert_concurrent_starts_migrate_once
 from tests.test_suppression import (
     CRITICAL,
     EVALUATION_TIME,
@@ -75,19 +74,7 @@ def test_the_migrations_create_the_schema_at_head(database_url):
 
 
 def test_workers_starting_together_migrate_once_without_error(database_url):
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(4)
-    workers = [context.Process(target=_open, args=(database_url, barrier)) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert [worker.exitcode for worker in workers] == [0] * 4
-    storage = Storage(database_url)
-    with storage.engine.connect() as connection:
-        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
-    assert versions == [(migrations.head(),)]
-    storage.close()
+    assert_concurrent_starts_migrate_once(database_url, 4)
 
 
 def test_feedback_is_stored_with_its_instant(app, client):

@@ -81,21 +81,27 @@ def _open(url: str, barrier) -> None:
     Storage(url).close()
 
 
-def test_workers_starting_together_migrate_once_without_error(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+def assert_concurrent_starts_migrate_once(url: str, processes: int) -> None:
+    """Several processes open the same empty database at once (as gunicorn workers do):
+    all succeed, and the schema ends at the head revision exactly once."""
     context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(6)
-    workers = [context.Process(target=_open, args=(url, barrier)) for _ in range(6)]
+    barrier = context.Barrier(processes)
+    workers = [context.Process(target=_open, args=(url, barrier)) for _ in range(processes)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=60)
-    assert [worker.exitcode for worker in workers] == [0] * 6
+    assert [worker.exitcode for worker in workers] == [0] * processes
     storage = Storage(url)
     with storage.engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     assert versions == [(migrations.head(),)]
     storage.close()
+
+
+def test_workers_starting_together_migrate_once_without_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    assert_concurrent_starts_migrate_once(url, 6)
 
 
 def test_the_migrations_are_installed_with_the_package():
