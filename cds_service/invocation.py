@@ -59,8 +59,7 @@ def _other_patient(resource: dict, patient_ref: str) -> bool:
 
 def _references(fired: FiredRule) -> tuple[str, ...]:
     """The FHIR references behind a fired rule (an evidence item may cite several)."""
-    return tuple(sorted({ref.strip() for item in fired.evidence for ref in item.ref.split(",")
-                         if ref.strip()}))
+    return tuple(sorted({ref for item in fired.evidence for ref in item.refs}))
 
 
 def _draft_entries(context: dict) -> list[Entry]:

@@ -22,6 +22,7 @@ from cds_service.engine.record import (
     Entry,
     PatientRecord,
     concept_text,
+    routine_measurement,
 )
 from cds_service.engine.valuesets import CodeInfo, ValueSet
 
@@ -62,18 +63,6 @@ def sentence_around(text: str, start: int, end: int) -> str:
         begin = match.end()
     stop = _SENTENCE_END.search(text, end)
     return text[begin: stop.start() + 1 if stop else len(text)].strip()
-
-
-_ROUTINE_CATEGORIES = {"vital-signs", "laboratory", "social-history", "survey", "activity"}
-
-
-def _category_codes(resource: dict) -> set[str]:
-    codes = set()
-    for category in resource.get("category") or ():
-        for coding in (category.get("coding") or ()) if isinstance(category, dict) else ():
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                codes.add(coding["code"])
-    return codes
 
 
 @dataclass(frozen=True)
@@ -216,7 +205,7 @@ class ImagingIndex:
         if entry.type == "DiagnosticReport":
             texts.append(res.get("conclusion"))
         elif entry.type == "Observation":
-            if "valueQuantity" in res or _ROUTINE_CATEGORIES.intersection(_category_codes(res)):
+            if "valueQuantity" in res or routine_measurement(res):
                 return []  # measurements, vital signs and lab results carry no imaging findings
             texts += [entry.text, res.get("valueString"),
                       concept_text(res.get("valueCodeableConcept"))]

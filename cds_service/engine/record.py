@@ -282,20 +282,19 @@ _ROUTINE = frozenset({"vital-signs", "laboratory", "social-history", "survey", "
 FINDING_SYSTEM = "urn:spine-cds:finding"
 
 
-def _irrelevant_measurement(resource: dict, known_codes: frozenset[tuple[str, str]]) -> bool:
-    """A vital sign or lab Observation whose codes are in no value set: no fact reads it
-    (imaging findings are never read from routine categories either)."""
-    if resource.get("resourceType") != "Observation":
-        return False
+def routine_measurement(resource: dict) -> bool:
+    """An Observation in a routine category (vital signs, laboratory, ...): a measurement,
+    never an imaging finding."""
     categories = resource.get("category")
     if categories.__class__ is not list:
         return False
-    routine = False
-    for category in categories:
-        for _system, code in _codings(category):
-            if code in _ROUTINE:
-                routine = True
-    if not routine:
+    return any(code in _ROUTINE for category in categories for _system, code in _codings(category))
+
+
+def _irrelevant_measurement(resource: dict, known_codes: frozenset[tuple[str, str]]) -> bool:
+    """A vital sign or lab Observation whose codes are in no value set: no fact reads it
+    (imaging findings are never read from routine categories either)."""
+    if resource.get("resourceType") != "Observation" or not routine_measurement(resource):
         return False
     for system, code in _codings(resource.get("code")) + _codings(
             resource.get("valueCodeableConcept")):

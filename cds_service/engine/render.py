@@ -95,8 +95,8 @@ def _service_request(template: dict, who: OrderContext, rule_id: str, reasons: l
 def _reason_refs(fired: FiredRule) -> list[str]:
     refs = []
     for item in fired.evidence:
-        ref = item.ref.split(",")[0].strip()
-        if ref.split("/")[0] in ("Condition", "Observation", "DiagnosticReport") \
+        ref = item.ref
+        if ref.split("/", 1)[0] in ("Condition", "Observation", "DiagnosticReport") \
                 and "#" not in ref and ref not in refs:
             refs.append(ref)
     return refs[:5]

@@ -25,13 +25,19 @@ class Evidence:
 
     text: str
     date: datetime | None
-    ref: str
+    refs: tuple[str, ...]  # the resource first, then what it links to (e.g. its ImagingStudy)
     suspected: bool = False
     when: str = "dated"
 
+    @property
+    def ref(self) -> str:
+        """The resource the fact was read from."""
+        return self.refs[0]
+
     def markdown(self) -> str:
         qualifier = " (suspected)" if self.suspected else ""
-        return f"{self.text}{qualifier}: {self.when} {format_date(self.date)}, `{self.ref}`"
+        refs = ", ".join(self.refs)
+        return f"{self.text}{qualifier}: {self.when} {format_date(self.date)}, `{refs}`"
 
 
 @dataclass
@@ -138,7 +144,7 @@ def evidence_of(entry: Entry, text: str | None = None, date: datetime | None = N
                 when: str = "dated", suspected: bool | None = None) -> Evidence:
     if suspected is None:
         suspected = entry.certainty == SUSPECTED
-    return Evidence(text or entry.label, date or entry.date, entry.ref, suspected, when)
+    return Evidence(text or entry.label, date or entry.date, (entry.ref,), suspected, when)
 
 
 def absent(**attrs: Any) -> Fact:

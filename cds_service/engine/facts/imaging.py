@@ -33,10 +33,9 @@ def finding_evidence(finding: ImagingFinding) -> Evidence:
         text = f'{name} on {modality} (report text: "{quoted}")'
     else:
         text = f"{name} on {modality} ({plain_display(finding.phrase)})"
-    ref = finding.source.ref
-    if finding.study is not None:
-        ref = f"{ref}, {finding.study.ref}"
-    return Evidence(text, finding.date, ref, finding.certainty == SUSPECTED, "imaged")
+    refs = (finding.source.ref,) if finding.study is None else (finding.source.ref,
+                                                                 finding.study.ref)
+    return Evidence(text, finding.date, refs, finding.certainty == SUSPECTED, "imaged")
 
 
 def _dated(ctx: EvaluationContext, findings: list[ImagingFinding]) -> list[ImagingFinding]:
@@ -206,10 +205,13 @@ def _studies_or_orders(ctx: EvaluationContext, vs_id: str, modality: str, region
                 and (within is None or study.date >= ctx.now - within)):
             out.append(evidence_of(study, study.text or f"{modality} {region} spine",
                                    when="imaged"))
-    for order, _ in pending_orders(ctx, vs_id):
-        out.append(evidence_of(order, f"{order.label} (ordered, {order.status})",
-                               when="ordered"))
-    return out
+    return out + pending_evidence(ctx, vs_id)
+
+
+def pending_evidence(ctx: EvaluationContext, *vs_ids: str) -> list[Evidence]:
+    """One evidence line per order with a code in the value sets not yet done."""
+    return [evidence_of(o, f"{o.label} (ordered, {o.status})", when="ordered")
+            for o, _ in pending_orders(ctx, *vs_ids)]
 
 
 def pending_orders(ctx: EvaluationContext, *vs_ids: str):
@@ -244,6 +246,5 @@ def cervical_mri_recent_or_pending(ctx: EvaluationContext) -> Fact:
 
 @fact("spine_mri_pending", "An MRI of the lumbar or cervical spine ordered and not yet done.")
 def spine_mri_pending(ctx: EvaluationContext) -> Fact:
-    evidence = [evidence_of(o, f"{o.label} (ordered, {o.status})", when="ordered")
-                for o, _ in pending_orders(ctx, "lumbar-mri", "cervical-mri")]
+    evidence = pending_evidence(ctx, "lumbar-mri", "cervical-mri")
     return Fact("", bool(evidence), evidence)

@@ -12,7 +12,7 @@ from cds_service.engine.facts import (
     evidence_of,
     fact,
 )
-from cds_service.engine.facts.imaging import pending_orders
+from cds_service.engine.facts.imaging import pending_evidence
 from cds_service.engine.facts.surgery import performed
 from cds_service.engine.record import Entry
 
@@ -133,8 +133,7 @@ def infection_suspected(ctx: EvaluationContext) -> Fact:
 def _resulted_or_ordered(ctx: EvaluationContext, vs_id: str) -> Fact:
     evidence = [evidence_of(e, when="resulted") for e, _ in ctx.coded("Observation", vs_id)
                 if _recent(ctx, e)]
-    evidence += [evidence_of(o, f"{o.label} (ordered, {o.status})", when="ordered")
-                 for o, _ in pending_orders(ctx, vs_id)]
+    evidence += pending_evidence(ctx, vs_id)
     return Fact("", bool(evidence), evidence)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from cds_service.engine.facts import EvaluationContext, Fact, evidence_of, fact
-from cds_service.engine.facts.imaging import pending_orders
+from cds_service.engine.facts.imaging import pending_evidence
 from cds_service.engine.facts.medication import medication_codings
 from cds_service.engine.findings import region_from_text
 from cds_service.engine.record import Entry, concept_text
@@ -105,8 +105,7 @@ def draft_image_guided_aspiration(ctx: EvaluationContext) -> Fact:
 
 
 def _pending(ctx: EvaluationContext, vs_id: str) -> Fact:
-    evidence = [evidence_of(o, f"{o.label} (ordered, {o.status})", when="ordered")
-                for o, _ in pending_orders(ctx, vs_id)]
+    evidence = pending_evidence(ctx, vs_id)
     return Fact("", bool(evidence), evidence)
 
 
